@@ -132,8 +132,8 @@ class _Block(nn.Module):
     def forward(self, us: Sequence[Tensor]) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def set_inverse_diagonal(self, diag: Tensor) -> None:
-        """Reset Q_b to ``diag(1 / diag)`` (``diag``: flat, positive, length ``numel``)."""
+    def set_scale(self, scale: float) -> None:
+        """Reset Q_b to ``scale · I``."""
         raise NotImplementedError
 
     def _split(self, flat: Tensor) -> list[Tensor]:
@@ -170,9 +170,9 @@ class FullBlock(_Block):
         return self._split(v)
 
     @torch.no_grad()
-    def set_inverse_diagonal(self, diag: Tensor) -> None:
-        self.L.copy_(torch.diag(diag.rsqrt()))
-        self.log_scale.zero_()
+    def set_scale(self, scale: float) -> None:
+        self.L.copy_(torch.eye(self.L.shape[0], dtype=self.L.dtype, device=self.L.device))
+        self.log_scale.fill_(0.5 * math.log(scale))
 
 
 class KronBlock(_Block):
@@ -188,9 +188,7 @@ class KronBlock(_Block):
     diagonal.
     """
 
-    def __init__(
-        self, shape: torch.Size, init_scale: float, kron_max: int, dtype, device
-    ) -> None:
+    def __init__(self, shape: torch.Size, init_scale: float, kron_max: int, dtype, device) -> None:
         super().__init__()
         self.shapes = [torch.Size(shape)]
         self.modes = [i for i, n in enumerate(shape) if 1 < n <= kron_max]
@@ -211,10 +209,10 @@ class KronBlock(_Block):
         return [x]
 
     @torch.no_grad()
-    def set_inverse_diagonal(self, diag: Tensor) -> None:
+    def set_scale(self, scale: float) -> None:
         for L in self.factors:
             L.copy_(torch.eye(L.shape[0], dtype=L.dtype, device=L.device))
-        self.log_d.copy_(-0.5 * diag.log().reshape(self.log_d.shape))
+        self.log_d.fill_(0.5 * math.log(scale))
 
 
 class DiagLowRankBlock(_Block):
@@ -241,9 +239,9 @@ class DiagLowRankBlock(_Block):
         return self._split(v)
 
     @torch.no_grad()
-    def set_inverse_diagonal(self, diag: Tensor) -> None:
-        self.log_d.copy_(-0.5 * diag.log())
-        self.V.mul_(1e-3 / max(float(self.V.abs().max()), 1e-30) * float(diag.rsqrt().mean()))
+    def set_scale(self, scale: float) -> None:
+        self.log_d.fill_(0.5 * math.log(scale))
+        self.V.mul_(1e-3 * math.sqrt(scale) / max(float(self.V.abs().max()), 1e-30))
 
 
 def build_blocks(
@@ -270,8 +268,12 @@ def build_blocks(
         return []
     dtype, device = params[0].dtype, params[0].device
     if structure == "full":
-        return [(FullBlock([p.shape for p in params], init_scale, dtype, device),
-                 list(range(len(params))))]
+        return [
+            (
+                FullBlock([p.shape for p in params], init_scale, dtype, device),
+                list(range(len(params))),
+            )
+        ]
     out: list[tuple[_Block, list[int]]] = []
     pool: list[int] = []
     pool_size = 0
@@ -298,9 +300,7 @@ def build_blocks(
         elif nontrivial >= 2:
             out.append((KronBlock(p.shape, init_scale, kron_max, dtype, device), [i]))
         else:
-            out.append(
-                (DiagLowRankBlock(p.shape, init_scale, rank, dtype, device, generator), [i])
-            )
+            out.append((DiagLowRankBlock(p.shape, init_scale, rank, dtype, device, generator), [i]))
     flush()
     return out
 
@@ -354,8 +354,8 @@ class FishLeg(torch.optim.Optimizer):
         probe: ``"gaussian"`` (u ~ N(0, I)), ``"grad"`` (u = current gradient, normalised to
             ‖u‖² = numel, as in the reference implementation), or ``"mixed"`` (alternate).
         fvp: ``"hessian"`` or ``"outer"`` (see :func:`fisher_vector_product`).
-        warm_start: number of Hutchinson probes ``z`` used, at the first aux update, to reset every
-            block to ``diag(F_γ)⁻¹`` with ``diag F ≈ mean(z ∘ F z)`` (0 disables).
+        warm_start: power iterations used, at the first aux update, to reset every block to
+            ``(λ_max(F_bb) + γ)⁻¹ I`` (0 keeps ``init_scale``); see :meth:`_spectral_warm_start`.
         pretrain_steps: extra aux steps run at the first aux update (after the warm start).
         structure, full_max, kron_max, rank: block structure, see :func:`build_blocks`.
         exact: use ``expmap`` instead of ``retr`` on manifolds.
@@ -441,10 +441,12 @@ class FishLeg(torch.optim.Optimizer):
 
     @staticmethod
     def _tangent(p: Tensor, u: Tensor, egrad: bool = False) -> Tensor:
+        """Tangent projection (or egrad→rgrad) at ``p``; never differentiates through ``p``."""
         m = _manifold(p)
         if m is None:
             return u
-        return m.egrad2rgrad(p, u) if egrad else m.proju(p, u)
+        x = p.detach()
+        return m.egrad2rgrad(x, u) if egrad else m.proju(x, u)
 
     @torch.no_grad()
     def precondition(self, vecs: Sequence[Tensor] | None = None) -> list[Tensor]:
@@ -478,27 +480,45 @@ class FishLeg(torch.optim.Optimizer):
             for p in params
         ]
 
-    def _diag_warm_start(self, fn: SampleNLL) -> None:
+    def _spectral_warm_start(self, fn: SampleNLL) -> None:
+        """Reset each block to Q_b = (λ_max(P F_bb P) + γ)⁻¹ I by power iteration.
+
+        ``warm_start`` iterations; each draws one sampled NLL and back-propagates one probe per
+        block (zero outside the block), so the cost is ``warm_start`` forward passes and
+        ``warm_start × n_blocks`` double-backward passes. With this scale the first steps are
+        those of gradient descent with step ``η/λ_max`` — stable — and the auxiliary loss then
+        learns the rest of the spectrum.
+        """
         params = self._flat
         gamma = self.param_groups[0]["damping"]
-        zs = [
-            [
-                self._tangent(p, torch.randint(0, 2, p.shape, generator=self._gen,
-                                               device=p.device).to(p.dtype) * 2 - 1)
-                for p in params
-            ]
-            for _ in range(self.warm_start)
-        ]
-        fvs = fisher_vector_product(fn, params, zs, self.fvp)
-        diag = [
-            sum(z[j] * fz[j] for z, fz in zip(zs, fvs, strict=True)) / len(zs)
-            for j in range(len(params))
-        ]
-        for block, idx in self._blocks:
-            d = torch.cat([diag[i].reshape(-1) for i in idx])
-            # Hutchinson estimates can be noisy/negative: floor at 0, then damp
-            block.set_inverse_diagonal(d.clamp_min(0) + max(gamma, 1e-8))
-        self.aux_opt.state.clear()
+        vs = []
+        for _, idx in self._blocks:
+            v = [torch.zeros_like(p) for p in params]
+            for i in idx:
+                v[i] = self._tangent(
+                    params[i],
+                    torch.randn(
+                        params[i].shape,
+                        dtype=params[i].dtype,
+                        device=params[i].device,
+                        generator=self._gen,
+                    ),
+                )
+            vs.append(v)
+        lam = [0.0] * len(vs)
+        for _ in range(self.warm_start):
+            fvs = fisher_vector_product(fn, params, vs, self.fvp)
+            for b, ((_, idx), v, fv) in enumerate(zip(self._blocks, vs, fvs, strict=True)):
+                w = [self._tangent(params[i], fv[i]) for i in idx]
+                vv = sum(float((v[i] * v[i]).sum()) for i in idx)
+                lam[b] = abs(sum(float((v[i] * wi).sum()) for i, wi in zip(idx, w, strict=True)))
+                lam[b] /= max(vv, 1e-300)
+                nrm = math.sqrt(sum(float((wi * wi).sum()) for wi in w))
+                if nrm > 0:
+                    for i, wi in zip(idx, w, strict=True):
+                        v[i] = wi / nrm
+        for (block, _), lb in zip(self._blocks, lam, strict=True):
+            block.set_scale(1.0 / (lb + max(gamma, 1e-12)))
 
     def update_aux(self, sample_nll_fn: SampleNLL | None = None, steps: int | None = None) -> float:
         """Run ``steps`` (default ``aux_steps``) Adam steps on the auxiliary loss A(λ).
@@ -514,7 +534,8 @@ class FishLeg(torch.optim.Optimizer):
         steps = self.aux_steps if steps is None else int(steps)
         if self._n_aux == 0:
             if self.warm_start > 0:
-                self._diag_warm_start(fn)
+                self._spectral_warm_start(fn)
+                self.aux_opt.state.clear()
             steps += self.pretrain_steps
         params = self._flat
         gamma = self.param_groups[0]["damping"]
