@@ -136,6 +136,10 @@ class _Block(nn.Module):
         """Reset Q_b to ``scale · I``."""
         raise NotImplementedError
 
+    def scale_by(self, c: float) -> None:
+        """Multiply Q_b by ``c > 0``."""
+        raise NotImplementedError
+
     def _split(self, flat: Tensor) -> list[Tensor]:
         sizes = [math.prod(s) for s in self.shapes]
         return [c.reshape(s) for c, s in zip(flat.split(sizes), self.shapes, strict=True)]
@@ -173,6 +177,10 @@ class FullBlock(_Block):
     def set_scale(self, scale: float) -> None:
         self.L.copy_(torch.eye(self.L.shape[0], dtype=self.L.dtype, device=self.L.device))
         self.log_scale.fill_(0.5 * math.log(scale))
+
+    @torch.no_grad()
+    def scale_by(self, c: float) -> None:
+        self.log_scale.add_(0.5 * math.log(c))
 
 
 class KronBlock(_Block):
@@ -214,6 +222,10 @@ class KronBlock(_Block):
             L.copy_(torch.eye(L.shape[0], dtype=L.dtype, device=L.device))
         self.log_d.fill_(0.5 * math.log(scale))
 
+    @torch.no_grad()
+    def scale_by(self, c: float) -> None:
+        self.log_d.add_(0.5 * math.log(c))
+
 
 class DiagLowRankBlock(_Block):
     """Q = diag(e^{2d}) + V Vᵀ for a long vector (``n > full_max``); ``V`` is ``(n, rank)``.
@@ -242,6 +254,11 @@ class DiagLowRankBlock(_Block):
     def set_scale(self, scale: float) -> None:
         self.log_d.fill_(0.5 * math.log(scale))
         self.V.mul_(1e-3 * math.sqrt(scale) / max(float(self.V.abs().max()), 1e-30))
+
+    @torch.no_grad()
+    def scale_by(self, c: float) -> None:
+        self.log_d.add_(0.5 * math.log(c))
+        self.V.mul_(math.sqrt(c))
 
 
 def build_blocks(
@@ -359,7 +376,13 @@ class FishLeg(torch.optim.Optimizer):
         pretrain_steps: extra aux steps run at the first aux update (after the warm start).
         structure, full_max, kron_max, rank: block structure, see :func:`build_blocks`.
         exact: use ``expmap`` instead of ``retr`` on manifolds.
-        max_step_norm: optional clip on ‖η m‖ per tensor (safety for non-convex early phases).
+        max_rms: trust region: per tensor, the update ``η m`` is scaled down so that its
+            root-mean-square entry is at most ``max_rms`` (None disables). Needed where F is
+            nearly singular — e.g. latents and lengthscales at initialisation, when tuning curves
+            are still flat — so that Q ≈ 1/γ would otherwise produce huge steps.
+        scale_rate: after each aux step, multiply every block by ``clip(c*, 1/e, e)^scale_rate``
+            where c* is the exact minimiser of A along that block's overall scale (see
+            :meth:`_rescale_blocks`; 0 disables).
         seed: seeds the probe generator.
     """
 
@@ -383,7 +406,8 @@ class FishLeg(torch.optim.Optimizer):
         kron_max: int = 128,
         rank: int = 4,
         exact: bool = False,
-        max_step_norm: float | None = None,
+        max_rms: float | None = None,
+        scale_rate: float = 0.5,
         sample_nll_fn: SampleNLL | None = None,
         seed: int = 0,
     ) -> None:
@@ -401,7 +425,9 @@ class FishLeg(torch.optim.Optimizer):
         self.warm_start = int(warm_start)
         self.pretrain_steps = int(pretrain_steps)
         self.exact = exact
-        self.max_step_norm = max_step_norm
+        self.max_rms = max_rms
+        self.scale_rate = float(scale_rate)
+        self._scale_stats: dict[int, tuple[float, float]] = {}
         self._sample_nll_fn = sample_nll_fn
         self._warned = False
         self._n_steps = 0
@@ -543,25 +569,54 @@ class FishLeg(torch.optim.Optimizer):
         for _ in range(steps):
             us = [self._probes(params) for _ in range(self.aux_probes)]
             self.aux_opt.zero_grad(set_to_none=True)
+            uv = torch.zeros(len(params), dtype=torch.float64)  # Σ_probes u_j·v_j
+            vfv = torch.zeros(len(params), dtype=torch.float64)  # Σ_probes v_j·F_γ v_j
             with torch.enable_grad():
                 vs = [self._apply_q(u) for u in us]
                 fvs = fisher_vector_product(
                     fn, params, [[x.detach() for x in v] for v in vs], self.fvp
                 )
                 surrogate = 0.0
-                value = 0.0
                 for u, v, fv in zip(us, vs, fvs, strict=True):
-                    for p, uj, vj, fvj in zip(params, u, v, fv, strict=True):
+                    for j, (p, uj, vj, fvj) in enumerate(zip(params, u, v, fv, strict=True)):
                         fg = self._tangent(p, fvj) + gamma * vj.detach()
                         surrogate = surrogate + (vj * fg).sum() - (uj * vj).sum()
-                        value += float(0.5 * (vj.detach() * fg).sum() - (uj * vj.detach()).sum())
+                        uv[j] += float((uj * vj.detach()).sum())
+                        vfv[j] += float((vj.detach() * fg).sum())
                 (surrogate / len(us)).backward()
             self.aux_opt.step()
-            total += value / len(us)
+            total += float(0.5 * vfv.sum() - uv.sum()) / len(us)
+            if self.scale_rate > 0:
+                self._rescale_blocks(uv, vfv)
         self._n_aux += 1
         mean = total / max(steps, 1)
         self.aux_history.append(mean)
         return mean
+
+    def _rescale_blocks(self, uv: Tensor, vfv: Tensor) -> None:
+        """Line search of A along each block's overall scale, from running averages.
+
+        Scaling Q_b by c changes the block's share of A to ½c² vᵀF_γv − c uᵀv (cross-block terms
+        average out for independent probes), minimised at c* = E[uᵀv] / E[vᵀF_γv]. Both
+        expectations are exponential moving averages (factor 0.9) over aux steps, kept consistent
+        when the block is rescaled (uᵀv ∝ c, vᵀF_γv ∝ c²). Each block is multiplied by
+        ``clip(c*, e⁻¹, e)^scale_rate``, which lets Q follow the fast growth of F during training
+        (e.g. latent Fishers grow by orders of magnitude as tuning curves form) that Adam on λ
+        tracks too slowly. Skipped while the averaged curvature is not positive.
+        """
+        rho = 0.9
+        for b, (block, idx) in enumerate(self._blocks):
+            num, den = float(uv[idx].sum()), float(vfv[idx].sum())
+            if not (math.isfinite(num) and math.isfinite(den)):
+                continue
+            n0, d0 = self._scale_stats.get(b, (num, den))
+            num, den = rho * n0 + (1 - rho) * num, rho * d0 + (1 - rho) * den
+            c = 1.0
+            if num > 0 and den > 0:
+                log_c = min(max(math.log(num) - math.log(den), -1.0), 1.0)
+                c = math.exp(self.scale_rate * log_c)
+                block.scale_by(c)
+            self._scale_stats[b] = (num * c, den * c * c)
 
     def _apply_q(self, us: Sequence[Tensor]) -> list[Tensor]:
         """Differentiable (in λ) ``P Q P u``; ``us`` in :meth:`_params` order."""
@@ -610,10 +665,10 @@ class FishLeg(torch.optim.Optimizer):
                 m = state["momentum"]
                 m.mul_(beta).add_(qg, alpha=1 - beta)
                 delta = -lr * m
-                if self.max_step_norm is not None:
-                    nrm = float(delta.norm())
-                    if nrm > self.max_step_norm:
-                        delta = delta * (self.max_step_norm / nrm)
+                if self.max_rms is not None:
+                    rms = float(delta.norm()) / math.sqrt(max(delta.numel(), 1))
+                    if rms > self.max_rms:
+                        delta = delta * (self.max_rms / rms)
                 man = _manifold(p)
                 if man is None:
                     p.add_(delta)
@@ -632,6 +687,7 @@ class FishLeg(torch.optim.Optimizer):
             "aux_opt": self.aux_opt.state_dict(),
             "n_steps": self._n_steps,
             "n_aux": self._n_aux,
+            "scale_stats": dict(self._scale_stats),
         }
         return sd
 
@@ -644,3 +700,4 @@ class FishLeg(torch.optim.Optimizer):
             self.aux_opt.load_state_dict(extra["aux_opt"])
             self._n_steps = int(extra["n_steps"])
             self._n_aux = int(extra["n_aux"])
+            self._scale_stats = dict(extra.get("scale_stats", {}))
