@@ -155,6 +155,32 @@ def test_fishleg_kron_block_recovers_exact_kronecker_structure():
     assert err < 0.05
 
 
+def test_batched_kron_block_learns_per_neuron_inverse_fishers():
+    """W (N, a) with neuron-specific designs X_n: F = blockdiag_n(X_nᵀX_n/σ²); batch_dims=1 gives
+    one dense a × a block per neuron, which contains (F + γI)⁻¹ exactly."""
+    g = _gen(7)
+    N, a, n, sigma, gamma = 3, 4, 30, 0.5, 0.5
+    X = (
+        torch.randn(N, n, a, generator=g, dtype=DT)
+        * torch.tensor([0.5, 1.0, 2.0], dtype=DT)[:, None, None]
+    )
+    W = torch.nn.Parameter(torch.zeros(N, a, dtype=DT))
+
+    def snll():
+        mu = (X @ W[..., None])[..., 0]
+        y = (mu + sigma * torch.randn(mu.shape, generator=g, dtype=DT)).detach()
+        return 0.5 * ((y - mu) ** 2).sum() / sigma**2
+
+    opt = FishLeg([{"params": [W], "batch_dims": 1}], damping=gamma, aux_lr=1e-2, warm_start=3)
+    blk = opt.aux[0]
+    assert [f.shape for f in blk.factors] == [(N, a, a)]
+    F = torch.block_diag(*[x.T @ x / sigma**2 for x in X])
+    target = torch.linalg.inv(F + gamma * torch.eye(N * a, dtype=DT))
+    opt.update_aux(snll, steps=1500)
+    err = torch.linalg.norm(opt.dense_q() - target) / torch.linalg.norm(target)
+    assert err < 0.05
+
+
 def test_auto_blocks_for_gp_shaped_parameters():
     params = [
         torch.zeros(5, 8, dtype=DT),  # variational mean (N, M)

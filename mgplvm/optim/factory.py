@@ -13,7 +13,7 @@ name               optimisers
 =================  ===============================================================================
 ``"adam"``         Riemannian Adam (geoopt) on everything (Euclidean parameters: plain Adam).
 ``"ngd"``          :class:`ScheduledNGD` on q(u) + Riemannian Adam on manifold and Euclidean.
-``"fishleg"``      :class:`FishLeg` on everything.
+``"fishleg"``      :class:`FishLeg` on everything (q(u): Kronecker blocks per neuron).
 ``"ngd+fishleg"``  :class:`ScheduledNGD` on q(u) + :class:`FishLeg` on the rest.
 =================  ===============================================================================
 
@@ -215,7 +215,17 @@ def make_optimizer(
     if rest:
         if "fishleg" in key:
             kw = {**FISHLEG_DEFAULTS, **fishleg_kwargs}
-            parts["fishleg"] = FishLeg(rest, lr=lr, sample_nll_fn=sample_nll_fn, **kw)
+            groups: list[dict[str, Any]] = []
+            if not use_ngd:  # q(u): one Kronecker block per neuron (the dists' batch dims)
+                for d in dists:
+                    ps = [p for p in d.parameters() if p.requires_grad]
+                    bd = len(getattr(d, "batch_shape", ()))
+                    if ps:
+                        groups.append({"params": ps, "batch_dims": bd, "structure": "auto"})
+                rest = manifold + euclid
+            if rest:
+                groups.append({"params": rest})
+            parts["fishleg"] = FishLeg(groups, lr=lr, sample_nll_fn=sample_nll_fn, **kw)
         else:
             parts["adam"] = geoopt.optim.RiemannianAdam(rest, lr=lr)
     return CompositeOptimizer(parts)

@@ -116,8 +116,17 @@ def fisher_vector_product(
 # Preconditioner blocks
 # ----------------------------------------------------------------------------------------------
 def _mode_mul(x: Tensor, A: Tensor, mode: int) -> Tensor:
-    """Mode-``mode`` product ``(x ×_mode A)[..., a, ...] = Σ_b A[a, b] x[..., b, ...]``."""
-    return torch.movedim(torch.tensordot(A, x, dims=([1], [mode])), 0, mode)
+    """Mode-``mode`` product ``(x ×_mode A)[..., a, ...] = Σ_b A[a, b] x[..., b, ...]``.
+
+    ``A`` is ``(n, n)``, or ``(*B, n, n)`` with ``B = x.shape[:len(B)]`` leading *batch* modes, each
+    batch element getting its own factor.
+    """
+    if A.dim() == 2:
+        return torch.movedim(torch.tensordot(A, x, dims=([1], [mode])), 0, mode)
+    nb = A.dim() - 2
+    xm = torch.movedim(x, mode, -1)  # (*B, R..., n)
+    Ab = A.reshape(*A.shape[:nb], *([1] * (xm.dim() - nb - 1)), *A.shape[-2:])
+    return torch.movedim((Ab @ xm.unsqueeze(-1)).squeeze(-1), -1, mode)
 
 
 class _Block(nn.Module):
@@ -190,19 +199,34 @@ class KronBlock(_Block):
     ``L_i`` ``(n_i, n_i)`` (initialised to I); ``d`` has the tensor's shape (elementwise log-scales,
     initialised to ½ log η₀). ``Q u = K(e^{2d} ∘ Kᵀ u)`` costs ``O(numel · Σ n_i)``. With
     constant ``d`` this is the pure Kronecker form ``Q = ⊗ e^{2d/k} L_i L_iᵀ`` (e.g. ``A ⊗ B`` for
-    a matrix, as in K-FAC / FishLeg's dense-layer block); with identity factors it is diagonal.
-    Examples: a GP variational mean ``(N, M)`` → ``L_N ⊗ L_M``; a Cholesky factor ``(N, M, M)`` →
-    ``L_N ⊗ L_M ⊗ L_M``; latent means ``(T, d)`` with ``T > kron_max`` → ``I_T ⊗ L_d`` times a
-    diagonal.
+    a matrix, as in K-FAC / FishLeg's dense-layer block); with identity factors it is diagonal;
+    with orthogonal factors it is the eigenbasis form ``(U₁ ⊗ U₂) diag (U₁ ⊗ U₂)ᵀ`` that contains
+    ``(A ⊗ B + γI)⁻¹`` exactly.
+
+    ``batch_dims = b`` treats the leading ``b`` modes as a batch of independent blocks (e.g.
+    neurons): the remaining modes get one factor *per batch element*, ``L_i`` ``(*B, n_i, n_i)``.
+
+    Examples: GP variational mean ``(N, M)`` → ``L_N ⊗ L_M`` (or, batched over neurons, a dense
+    ``M × M`` block per neuron); Cholesky factor ``(N, M, M)`` → ``L_N ⊗ L_M ⊗ L_M`` (batched:
+    ``L_M^{(n)} ⊗ L_M'^{(n)}`` per neuron); latent means ``(T, d)`` with ``T > kron_max`` →
+    ``I_T ⊗ L_d`` times a diagonal.
     """
 
-    def __init__(self, shape: torch.Size, init_scale: float, kron_max: int, dtype, device) -> None:
+    def __init__(
+        self,
+        shape: torch.Size,
+        init_scale: float,
+        kron_max: int,
+        dtype,
+        device,
+        batch_dims: int = 0,
+    ) -> None:
         super().__init__()
         self.shapes = [torch.Size(shape)]
-        self.modes = [i for i, n in enumerate(shape) if 1 < n <= kron_max]
-        self.factors = nn.ParameterList(
-            [nn.Parameter(torch.eye(shape[i], dtype=dtype, device=device)) for i in self.modes]
-        )
+        batch = tuple(shape[:batch_dims])
+        self.modes = [i for i, n in enumerate(shape) if i >= batch_dims and 1 < n <= kron_max]
+        eye = lambda n: torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n)  # noqa: E731
+        self.factors = nn.ParameterList([nn.Parameter(eye(shape[i]).clone()) for i in self.modes])
         self.log_d = nn.Parameter(
             torch.full(tuple(shape), 0.5 * math.log(init_scale), dtype=dtype, device=device)
         )
@@ -210,7 +234,7 @@ class KronBlock(_Block):
     def forward(self, us: Sequence[Tensor]) -> list[Tensor]:
         x = us[0]
         for i, L in zip(self.modes, self.factors, strict=True):
-            x = _mode_mul(x, L.T, i)
+            x = _mode_mul(x, L.transpose(-1, -2), i)
         x = torch.exp(2 * self.log_d) * x
         for i, L in zip(self.modes, self.factors, strict=True):
             x = _mode_mul(x, L, i)
@@ -219,7 +243,7 @@ class KronBlock(_Block):
     @torch.no_grad()
     def set_scale(self, scale: float) -> None:
         for L in self.factors:
-            L.copy_(torch.eye(L.shape[0], dtype=L.dtype, device=L.device))
+            L.copy_(torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L))
         self.log_d.fill_(0.5 * math.log(scale))
 
     @torch.no_grad()
@@ -269,6 +293,7 @@ def build_blocks(
     kron_max: int = 128,
     rank: int = 4,
     generator: torch.Generator | None = None,
+    batch_dims: int = 0,
 ) -> list[tuple[_Block, list[int]]]:
     """Partition ``params`` into preconditioner blocks.
 
@@ -277,7 +302,9 @@ def build_blocks(
     (lengthscales, output scales, noise) share one dense block and their correlations are learned;
     tensors with ≥ 2 non-trivial dimensions get a :class:`KronBlock`; long vectors get a
     :class:`DiagLowRankBlock`. ``structure="full"``: one dense block over everything (small problems
-    and tests). ``structure="diag"``: diagonal blocks only.
+    and tests). ``structure="diag"``: diagonal blocks only. ``batch_dims > 0`` (e.g. 1 for
+    parameters batched over neurons): every tensor gets a :class:`KronBlock` with one set of
+    factors per batch element.
 
     Returns a list of ``(block, indices into params)``.
     """
@@ -309,6 +336,9 @@ def build_blocks(
             out.append((KronBlock(p.shape, init_scale, 0, dtype, device), [i]))
         elif structure != "auto":
             raise ValueError(f"unknown structure {structure!r}; use 'auto', 'full' or 'diag'")
+        elif batch_dims > 0:
+            kb = KronBlock(p.shape, init_scale, kron_max, dtype, device, batch_dims)
+            out.append((kb, [i]))
         elif nontrivial <= 1 and n <= full_max:
             if pool_size + n > full_max:
                 flush()
@@ -358,7 +388,8 @@ class FishLeg(torch.optim.Optimizer):
     ``η · init_scale``) and a warning is issued once.
 
     Args:
-        params: tensors or parameter groups (each group gets its own blocks).
+        params: tensors or parameter groups (each group gets its own blocks; a group may set
+            ``"structure"`` and ``"batch_dims"`` for its tensors, see :func:`build_blocks`).
         lr: η. Q approximates the inverse Fisher of the *total* loss, so η ≈ 0.1–1 is the natural
             range (η = 1, β = 0 is a damped natural-gradient / Gauss–Newton step).
         beta: momentum β.
@@ -444,7 +475,14 @@ class FishLeg(torch.optim.Optimizer):
             self._flat += list(group["params"])
             self._group_idx += [gi] * len(group["params"])
             for block, idx in build_blocks(
-                group["params"], init_scale, structure, full_max, kron_max, rank, self._gen
+                group["params"],
+                init_scale,
+                group.get("structure", structure),
+                full_max,
+                kron_max,
+                rank,
+                self._gen,
+                group.get("batch_dims", 0),
             ):
                 self._blocks.append((block, [off + i for i in idx]))
         self._n_probe = 0
