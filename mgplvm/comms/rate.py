@@ -1,0 +1,265 @@
+"""Shannon rate of Gaussian packets sent through a linear network (Baggio et al. 2020).
+
+Model (DESIGN §5): ẋ = Ax + Bu, y = Cx + η with η white of intensity σ².  A packet s_k ~ N(0, Σ)
+(tr Σ = 1) arrives as an impulse x(kT⁺) = x(kT⁻) + B s_k every T; the receiver reads y on
+[kT, (k+1)T) while the residual activity of earlier packets acts as Gaussian interference.
+With A_d = e^{AT}, W_o(T) = ∫₀ᵀ e^{Aᵀt}CᵀC e^{At} dt and W_c = A_d W_c A_dᵀ + BΣBᵀ,
+
+    R_T(Σ) = 1/(2T) log₂ det(σ²I + W_o W_c) / det(σ²I + W_o (W_c − BΣBᵀ))      [bits / time].
+
+Evaluated in the equivalent, cancellation-free form (matrix determinant lemma)
+
+    R_T(Σ) = 1/(2T) log₂ det(I_m + Σ BᵀMB),   M = (σ²I + W_o J)⁻¹ W_o,   J = A_d W_c A_dᵀ,
+
+where J = W_c − BΣBᵀ is the interference covariance and M is symmetric positive semi-definite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize as sopt
+import torch
+from torch import Tensor
+
+from ._linalg import dlyap, obs_gramian_doubling
+
+__all__ = [
+    "MaxRateResult",
+    "effective_rank",
+    "max_rate",
+    "default_T_grid",
+    "optimal_input_covariance",
+    "rate_vs_noise",
+    "transmission_rate",
+]
+
+_LN2 = math.log(2.0)
+
+
+def _t(x, dtype: torch.dtype | None = None) -> Tensor:
+    """Tensor view of ``x``; non-floating inputs become float64."""
+    if isinstance(x, Tensor):
+        if not (x.is_floating_point() or x.is_complex()):
+            x = x.to(torch.float64)
+        return x if dtype is None else x.to(dtype)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype or torch.float64)
+
+
+def _gramians(A: Tensor, C: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
+    """(A_d, W_o(T)) for a scalar horizon T."""
+    Ad = torch.linalg.matrix_exp(A * T)
+    return Ad, obs_gramian_doubling(A, C, T)
+
+
+def _rate_from(Ad: Tensor, Wo: Tensor, B: Tensor, Sigma: Tensor, T: Tensor, s2: Tensor) -> Tensor:
+    S = B @ Sigma @ B.mT
+    S = 0.5 * (S + S.mT)
+    batch = torch.broadcast_shapes(Ad.shape[:-2], S.shape[:-2])
+    Wc = dlyap(Ad.expand(*batch, *Ad.shape[-2:]), S.expand(*batch, *S.shape[-2:]))
+    J = Ad @ Wc @ Ad.mT
+    J = 0.5 * (J + J.mT)
+    n = Ad.shape[-1]
+    eye = torch.eye(n, dtype=Ad.dtype, device=Ad.device)
+    s2 = s2[..., None, None] if s2.dim() > 0 else s2
+    M = torch.linalg.solve(s2 * eye + Wo @ J, Wo.expand(*batch, n, n))
+    M = 0.5 * (M + M.mT)
+    G = B.mT @ M @ B
+    m = G.shape[-1]
+    _, logdet = torch.linalg.slogdet(torch.eye(m, dtype=G.dtype, device=G.device) + Sigma @ G)
+    return logdet / (2.0 * T * _LN2)
+
+
+def transmission_rate(
+    A: Tensor, B: Tensor, C: Tensor, Sigma: Tensor, T: Tensor | float, noise_var: Tensor | float
+) -> Tensor:
+    """Rate R_T(Σ) in bits per unit time (see module docstring).
+
+    Shapes: A (..., n, n) Hurwitz, B (..., n, m), C (..., p, n), Sigma (..., m, m) PSD (the
+    constraint tr Σ = 1 is *not* imposed here), T > 0 scalar, noise_var σ² > 0 scalar or (...).
+    Batch dimensions broadcast; differentiable in every argument.
+    """
+    A, B, C, Sigma = _t(A), _t(B), _t(C), _t(Sigma)
+    dt = A.dtype
+    B, C, Sigma = B.to(dt), C.to(dt), Sigma.to(dt)
+    T, s2 = _t(T, dt), _t(noise_var, dt)
+    Ad, Wo = _gramians(A, C, T)
+    return _rate_from(Ad, Wo, B, Sigma, T, s2)
+
+
+# --------------------------------------------------------------------------------------------
+def _sigma_of(L: Tensor) -> Tensor:
+    S = L @ L.mT
+    return S / S.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+
+
+def _initial_factors(
+    Ad: Tensor, Wo: Tensor, B: Tensor, T: Tensor, s2: Tensor, restarts: int, gen: torch.Generator,
+    warm: Tensor | None,
+) -> Tensor:
+    m = B.shape[-1]
+    dt = B.dtype
+    inits = [torch.eye(m, dtype=dt)]
+    # rank-one start along the most observable input direction (wins at high noise)
+    G = B.mT @ Wo @ B
+    u = torch.linalg.eigh(0.5 * (G + G.mT)).eigenvectors[:, -1]
+    inits.append(torch.outer(u, u) + 1e-3 * torch.eye(m, dtype=dt))
+    if warm is not None:
+        ev, V = torch.linalg.eigh(0.5 * (warm + warm.mT))
+        inits.append(V * ev.clamp_min(1e-8).sqrt())
+    while len(inits) < restarts:
+        inits.append(torch.randn(m, m, generator=gen, dtype=dt) / math.sqrt(m))
+    return torch.stack(inits)
+
+
+def _optimise_sigma(
+    Ad: Tensor, Wo: Tensor, B: Tensor, T: Tensor, s2: Tensor, restarts: int, max_iter: int,
+    seed: int, warm: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    L = _initial_factors(Ad, Wo, B, T, s2, restarts, gen, warm).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [L], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-11, tolerance_change=1e-13,
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = -_rate_from(Ad, Wo, B, _sigma_of(L), T, s2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        Sig = _sigma_of(L)
+        r = _rate_from(Ad, Wo, B, Sig, T, s2)
+        k = int(torch.argmax(torch.nan_to_num(r, nan=-math.inf)))
+    S = 0.5 * (Sig[k] + Sig[k].mT)
+    return S.detach(), r[k].detach()
+
+
+def optimal_input_covariance(
+    A: Tensor, B: Tensor, C: Tensor, T: Tensor | float, noise_var: Tensor | float,
+    restarts: int = 6, max_iter: int = 300, seed: int = 0, init: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Σ* = argmax R_T(Σ) over {Σ ⪰ 0, tr Σ = 1}; returns ``(Sigma (m, m), rate ())``.
+
+    Σ = LLᵀ / tr(LLᵀ) with an unconstrained L (m, m), maximised by L-BFGS (strong Wolfe) from
+    ``restarts`` starts run as one batch: Σ = I/m, a rank-one start along the most observable input
+    direction, ``init`` if given, and random L.  The problem is non-convex, so the result is a lower
+    bound on the true maximum.  No gradient flows to A, B, C; by the envelope theorem
+    ∇R*(A) = ∇_A R_T(Σ*) — call :func:`transmission_rate` with the returned Σ* for it.
+    """
+    with torch.no_grad():
+        A, B, C = _t(A), _t(B), _t(C)
+        dt = A.dtype
+        B, C = B.to(dt), C.to(dt)
+        T, s2 = _t(T, dt), _t(noise_var, dt)
+        Ad, Wo = _gramians(A, C, T)
+    return _optimise_sigma(
+        Ad, Wo, B, T, s2, restarts, max_iter, seed, None if init is None else _t(init, dt)
+    )
+
+
+@dataclass
+class MaxRateResult:
+    """Outcome of :func:`max_rate` (``rates_grid[i]`` is max_Σ R at ``T_grid[i]``)."""
+
+    rate: float
+    T: float
+    Sigma: Tensor
+    T_grid: np.ndarray
+    rates_grid: np.ndarray
+
+
+def default_T_grid(A: Tensor, num: int = 16) -> np.ndarray:
+    """Log-spaced packet intervals spanning the network's time scales, from 0.02/|λ|_max to
+    5/|α(A)| (α the spectral abscissa)."""
+    ev = torch.linalg.eigvals(_t(A).detach()).cpu().numpy()
+    fast = 1.0 / max(np.abs(ev).max(), 1e-12)
+    slow = 1.0 / max(abs(ev.real.max()), 1e-3 * np.abs(ev).max(), 1e-12)
+    return np.geomspace(0.02 * fast, 5.0 * slow, num)
+
+
+def max_rate(
+    A: Tensor, B: Tensor, C: Tensor, noise_var: float, T_grid: np.ndarray | None = None,
+    refine: bool = True, restarts: int = 5, max_iter: int = 100, seed: int = 0,
+) -> MaxRateResult:
+    """R_max = max_{T, Σ} R_T(Σ): Σ-optimisation on a grid of T (warm-started along the grid),
+    then a bounded scalar search in log T between the neighbours of the best grid point.
+
+    A (n, n) Hurwitz, B (n, m), C (p, n).  Non-convex: a lower bound on the true maximum.
+    """
+    with torch.no_grad():
+        A, B, C = _t(A), _t(B), _t(C)
+        dt = A.dtype
+        B, C = B.to(dt), C.to(dt)
+        s2 = _t(noise_var, dt)
+    grid = default_T_grid(A) if T_grid is None else np.asarray(T_grid, dtype=float)
+    cache: dict[float, tuple[float, Tensor]] = {}
+
+    def solve(T: float, warm: Tensor | None, nrest: int) -> tuple[float, Tensor]:
+        if T in cache:
+            return cache[T]
+        Tt = torch.tensor(T, dtype=dt)
+        with torch.no_grad():
+            Ad, Wo = _gramians(A, C, Tt)
+        S, r = _optimise_sigma(Ad, Wo, B, Tt, s2, nrest, max_iter, seed, warm)
+        cache[T] = (float(r), S)
+        return cache[T]
+
+    rates = np.empty(len(grid))
+    warm = None
+    for i, T in enumerate(grid):
+        rates[i], warm = solve(float(T), warm, restarts)
+    i = int(np.nanargmax(rates))
+    best_T, (best_r, best_S) = float(grid[i]), cache[float(grid[i])]
+    if refine and len(grid) > 1:
+        lo = math.log(grid[max(i - 1, 0)])
+        hi = math.log(grid[min(i + 1, len(grid) - 1)])
+        res = sopt.minimize_scalar(
+            lambda lt: -solve(math.exp(lt), best_S, max(2, restarts // 2))[0],
+            bounds=(lo, hi), method="bounded", options={"xatol": 1e-2},
+        )
+        T_ref = math.exp(res.x)
+        r_ref, S_ref = solve(T_ref, best_S, max(2, restarts // 2))
+        if r_ref > best_r:
+            best_T, best_r, best_S = T_ref, r_ref, S_ref
+    return MaxRateResult(best_r, best_T, best_S, grid, rates)
+
+
+def rate_vs_noise(
+    networks: dict[str, Tensor], noise_vars: list[float] | np.ndarray, B: Tensor | None = None,
+    C: Tensor | None = None, **max_rate_kw,
+) -> dict[str, np.ndarray]:
+    """R_max for each network (dict label -> A (n, n)) at each noise variance; B = C = I by
+    default.  Returns label -> array of rates (bits / time), ready for
+    :func:`mgplvm.comms.plot_rate_vs_noise`."""
+    out: dict[str, np.ndarray] = {}
+    for label, A in networks.items():
+        A = _t(A)
+        eye = torch.eye(A.shape[-1], dtype=A.dtype)
+        Bm = eye if B is None else B
+        Cm = eye if C is None else C
+        out[label] = np.array(
+            [max_rate(A, Bm, Cm, float(s2), **max_rate_kw).rate for s2 in noise_vars]
+        )
+    return out
+
+
+def effective_rank(Sigma: Tensor, kind: str = "entropy") -> Tensor:
+    """Effective rank of a PSD matrix Sigma (..., m, m) from its eigenvalues λ ≥ 0, p = λ / Σλ.
+
+    ``kind="entropy"`` (default): exp(−Σ pᵢ log pᵢ) (Roy & Vetterli 2007), in [1, m].
+    ``kind="participation"``: participation ratio (Σλᵢ)² / Σλᵢ², in [1, m].
+    """
+    Sigma = _t(Sigma)
+    lam = torch.linalg.eigvalsh(0.5 * (Sigma + Sigma.mT)).clamp_min(0.0)
+    if kind == "participation":
+        return lam.sum(-1) ** 2 / (lam**2).sum(-1)
+    if kind != "entropy":
+        raise ValueError(f"unknown kind {kind!r}; use 'entropy' or 'participation'")
+    p = lam / lam.sum(-1, keepdim=True)
+    return torch.exp(-torch.special.xlogy(p, p).sum(-1))
