@@ -170,7 +170,7 @@ def _check_nu(nu: float) -> float:
     return float(nu)
 
 
-def _ls_factors(manifold: LatentManifold, lengthscale: TensorOrFloat) -> bool:
+def _wants_ard(manifold: LatentManifold, lengthscale: TensorOrFloat) -> bool:
     """Whether ``lengthscale`` asks for per-factor (ARD) distances."""
     return (
         isinstance(lengthscale, torch.Tensor)
@@ -181,9 +181,9 @@ def _ls_factors(manifold: LatentManifold, lengthscale: TensorOrFloat) -> bool:
 
 
 def _apply_outputscale(k: torch.Tensor, outputscale: TensorOrFloat, diag: bool) -> torch.Tensor:
-    if not isinstance(outputscale, torch.Tensor) or outputscale.dim() == 0:
-        return k if isinstance(outputscale, (int, float)) and outputscale == 1 else k * outputscale
-    return k * outputscale.reshape(*outputscale.shape, *((1,) if diag else (1, 1)))
+    if isinstance(outputscale, torch.Tensor) and outputscale.dim() > 0:
+        outputscale = outputscale.reshape(*outputscale.shape, *((1,) if diag else (1, 1)))
+    return k * outputscale
 
 
 def rbf_gram(
@@ -201,7 +201,7 @@ def rbf_gram(
     (see :func:`scaled_sqdist`); ``outputscale`` (``s²``) float or ``(*batch)``. Returns
     ``(*broadcast(..., batch), n, m)``, or ``(..., n)`` with ``diag=True``.
     """
-    ds = factor_sqdists(manifold, x1, x2, per_factor=_ls_factors(manifold, lengthscale), diag=diag)
+    ds = factor_sqdists(manifold, x1, x2, per_factor=_wants_ard(manifold, lengthscale), diag=diag)
     k = _rbf_profile(scaled_sqdist(ds, lengthscale, diag=diag))
     return _apply_outputscale(k, outputscale, diag)
 
@@ -218,7 +218,7 @@ def matern_gram(
 ) -> torch.Tensor:
     """``s² Matérn_ν(r)`` with ``r = √(Σ_f D_f/ℓ_f²)``; shapes as in :func:`rbf_gram`."""
     nu = _check_nu(nu)
-    ds = factor_sqdists(manifold, x1, x2, per_factor=_ls_factors(manifold, lengthscale), diag=diag)
+    ds = factor_sqdists(manifold, x1, x2, per_factor=_wants_ard(manifold, lengthscale), diag=diag)
     k = _matern_profile(scaled_sqdist(ds, lengthscale, diag=diag), nu)
     return _apply_outputscale(k, outputscale, diag)
 
