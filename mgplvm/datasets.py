@@ -687,8 +687,11 @@ def _read_value(ds) -> Any:
     return {"bool": bool, "int": int, "float": float}[kind](value)
 
 
-def save_h5(data: SyntheticData, path: str | Path) -> None:
-    """Write ``data`` to ``path`` in the schema of the module docstring (overwrites)."""
+def save_h5(data: SyntheticData, path: str | Path, compression: str | None = "gzip") -> None:
+    """Write ``data`` to ``path`` in the schema of the module docstring (overwrites).
+
+    ``compression`` applies to the large arrays (``Y``, ``latents``, ``rates``); it is lossless.
+    """
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -698,11 +701,11 @@ def save_h5(data: SyntheticData, path: str | Path) -> None:
         f.attrs["likelihood"] = data.likelihood
         f.attrs["generator"] = data.generator
         f.attrs["description"] = data.description
-        f.create_dataset("Y", data=data.Y)
+        f.create_dataset("Y", data=data.Y, compression=compression)
         if data.latents is not None:
-            f.create_dataset("latents", data=data.latents)
+            f.create_dataset("latents", data=data.latents, compression=compression)
         if data.rates is not None:
-            f.create_dataset("rates", data=data.rates)
+            f.create_dataset("rates", data=data.rates, compression=compression)
         params = f.create_group("params")
         for key, value in data.params.items():
             _write_value(params, key, value)
