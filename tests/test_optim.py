@@ -20,6 +20,7 @@ from mgplvm.optim import (
     fisher_vector_product,
     make_optimizer,
     pyro_sample_nll,
+    resampled_data_nll,
     split_parameters,
 )
 
@@ -99,6 +100,27 @@ def test_pyro_sample_nll_gives_fisher_of_pyro_model():
     v = torch.randn(3, generator=g, dtype=DT)
     fv = fisher_vector_product(fn, [theta], [[v]])[0][0]
     torch.testing.assert_close(fv, X.T @ X @ v / sigma**2)
+
+
+def test_resampled_data_nll_closed_form_poisson_expectation():
+    """Closed-form Poisson ELBO term ℓ(Y) = Σ Δe^{μ+σ²/2} − Y μ with μ = Xθ: the Hessian of
+    ℓ(Y_s), Y_s ~ Poisson(Δe^{μ+σ²/2}), is Xᵀ diag(Δe^{μ+σ²/2}) X for every draw."""
+    g = _gen(8)
+    X = torch.randn(40, 3, generator=g, dtype=DT)
+    theta = torch.nn.Parameter(0.2 * torch.randn(3, generator=g, dtype=DT))
+    s2, delta = 0.3, 0.5
+
+    def loss(Y):
+        mu = X @ theta
+        return (delta * torch.exp(mu + s2 / 2) - Y * mu).sum()
+
+    def sample_data():
+        return torch.poisson(delta * torch.exp(X @ theta + s2 / 2), generator=g)
+
+    fn = resampled_data_nll(loss, sample_data)
+    v = torch.randn(3, generator=g, dtype=DT)
+    F = X.T @ torch.diag(delta * torch.exp(X @ theta.detach() + s2 / 2)) @ X
+    torch.testing.assert_close(fisher_vector_product(fn, [theta], [[v]])[0][0], F @ v)
 
 
 # ------------------------------------------------------------------ learned inverse Fisher

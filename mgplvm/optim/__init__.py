@@ -20,7 +20,7 @@ from mgplvm.optim.fishleg import (
     fisher_vector_product,
 )
 from mgplvm.optim.ngd import NGDSchedule, ScheduledNGD
-from mgplvm.optim.sampling import pyro_sample_nll
+from mgplvm.optim.sampling import pyro_sample_nll, resampled_data_nll
 
 __all__ = [
     "OPTIMIZER_NAMES",
@@ -36,5 +36,6 @@ __all__ = [
     "fisher_vector_product",
     "make_optimizer",
     "pyro_sample_nll",
+    "resampled_data_nll",
     "split_parameters",
 ]

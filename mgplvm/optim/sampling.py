@@ -11,7 +11,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_factor, site_is_subsample
 from torch import Tensor
 
-__all__ = ["pyro_sample_nll"]
+__all__ = ["pyro_sample_nll", "resampled_data_nll"]
 
 
 def pyro_sample_nll(
@@ -64,5 +64,32 @@ def pyro_sample_nll(
         if not isinstance(total, Tensor):
             raise ValueError("the Pyro model has no sample sites to build a sampled NLL from")
         return total
+
+    return sample_nll
+
+
+def resampled_data_nll(
+    loss_fn: Callable[[Tensor], Tensor], sample_data_fn: Callable[[], Tensor]
+) -> Callable[[], Tensor]:
+    """A :data:`~mgplvm.optim.fishleg.SampleNLL` by substituting model-sampled data into a loss.
+
+    For models whose likelihood enters the ELBO in closed form (e.g. ``pyro.factor`` of the
+    Poisson expectation ``y(log Δ + μ) − Δ e^{μ+σ²/2} − log y!``), there is no observed sample site
+    to resample. Instead draw a synthetic data set ``Y_s ~ p(Y | θ)`` from the model's predictive
+    (``sample_data_fn``, no gradient) and return ``loss_fn(Y_s)`` — the training loss (negative ELBO)
+    evaluated on model-sampled data. Its Hessian, averaged over ``Y_s``, is the Fisher of the
+    observation model plus the curvature of the data-independent terms (KL, entropy); the terms of
+    the true Hessian that are proportional to the residual ``Y − E[Y]`` vanish in expectation.
+
+    Args:
+        loss_fn: ``Y ↦`` scalar loss, differentiable in the parameters (e.g.
+            ``lambda Y: Trace_ELBO().differentiable_loss(model.model, model.guide, Y)``).
+        sample_data_fn: draws one synthetic data set shaped like the training data.
+    """
+
+    def sample_nll() -> Tensor:
+        with torch.no_grad():
+            y_s = sample_data_fn()
+        return loss_fn(y_s.detach())
 
     return sample_nll
