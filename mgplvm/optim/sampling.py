@@ -76,8 +76,8 @@ def resampled_data_nll(
     For models whose likelihood enters the ELBO in closed form (e.g. ``pyro.factor`` of the
     Poisson expectation ``y(log Δ + μ) − Δ e^{μ+σ²/2} − log y!``), there is no observed sample site
     to resample. Instead draw a synthetic data set ``Y_s ~ p(Y | θ)`` from the model's predictive
-    (``sample_data_fn``, no gradient) and return ``loss_fn(Y_s)`` — the training loss (negative ELBO)
-    evaluated on model-sampled data. Its Hessian, averaged over ``Y_s``, is the Fisher of the
+    (``sample_data_fn``, no gradient) and return ``loss_fn(Y_s)``: the training loss (negative
+    ELBO) evaluated on model-sampled data. Its Hessian, averaged over ``Y_s``, is the Fisher of the
     observation model plus the curvature of the data-independent terms (KL, entropy); the terms of
     the true Hessian that are proportional to the residual ``Y − E[Y]`` vanish in expectation.
 
