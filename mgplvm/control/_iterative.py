@@ -1,0 +1,296 @@
+"""Pure-torch, matmul/LU-only iterations for batched (and CUDA) solves.
+
+Hand-written because PyTorch has no Schur decomposition, so Bartels–Stewart cannot run on
+batched or CUDA tensors.  Every routine works on leading batch dimensions, on any device and in
+float32/float64/complex64/complex128.  None of them is ever differentiated through: the autograd
+Functions in :mod:`mgplvm.control._functions` call them without gradient tracking and supply the
+adjoint equations themselves.
+
+Each routine returns the solution together with a boolean ``ok`` mask (batch shape) that tells
+which systems met the method's precondition (e.g. a Hurwitz ``A`` for the Lyapunov sign
+iteration); the caller decides whether to fall back or raise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "kron_dlyap",
+    "kron_sylvester",
+    "sda_dare",
+    "sign_care",
+    "sign_lyapunov",
+    "sign_sylvester",
+    "smith_dlyap",
+]
+
+
+def _eps(x: Tensor) -> float:
+    return torch.finfo(x.real.dtype if x.is_complex() else x.dtype).eps
+
+
+def _fro(x: Tensor) -> Tensor:
+    """Frobenius norm over the last two dims, kept as (..., 1, 1) for broadcasting."""
+    return torch.linalg.matrix_norm(x).unsqueeze(-1).unsqueeze(-1)
+
+
+def _eye_like(x: Tensor, n: int | None = None) -> Tensor:
+    n = x.shape[-1] if n is None else n
+    return torch.eye(n, dtype=x.dtype, device=x.device)
+
+
+def _max(x: Tensor) -> float:
+    return float(x.max()) if x.numel() else 0.0
+
+
+def _inv_logdet(M: Tensor) -> tuple[Tensor, Tensor]:
+    """M⁻¹ and log|det M| (..., 1, 1) from one LU factorisation."""
+    LU, piv, _ = torch.linalg.lu_factor_ex(M)
+    eye = _eye_like(M).expand_as(M)
+    Mi = torch.linalg.lu_solve(LU, piv, eye)
+    logdet = LU.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
+    return Mi, logdet[..., None, None]
+
+
+def _rel_change(new: Tensor, old: Tensor) -> float:
+    return _max((_fro(new - old) / _fro(new)).nan_to_num(nan=math.inf))
+
+
+def sign_sylvester(
+    A: Tensor, B: Tensor, Q: Tensor, *, maxiter: int = 100
+) -> tuple[Tensor, Tensor, int]:
+    """Solve AX + XB = Q through the Newton sign iteration of M = [[A, −Q], [0, −B]].
+
+    If the spectra of A and −B are separated by the imaginary axis,
+    sign(M) = [[s I, −2 s X], [0, −s I]] with s = ±1 (s = −1: A and B Hurwitz).  The blocks
+    are iterated separately, M ← (μM + M⁻¹/μ)/2 with A_k, D_k = −B_k and
+    C_k ← (μC_k − A_k⁻¹C_kD_k⁻¹/μ)/2, determinant scaling μ = |det M_k|^{−1/(n+m)} until the
+    iteration settles.  Shapes: A (..., n, n), B (..., m, m), Q (..., n, m) (broadcast).
+
+    Returns (X, ok, iterations); ``ok`` is False where the spectra were not separated.
+    """
+    tol = math.sqrt(10 * _eps(A))
+    n, m = A.shape[-1], B.shape[-1]
+    batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2], Q.shape[:-2])
+    Ak = A.expand(*batch, n, n)
+    Dk = (-B).expand(*batch, m, m)
+    Ck = (-Q).expand(*batch, n, m)
+    scale = True
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007
+        Ai, ldA = _inv_logdet(Ak)
+        Di, ldD = _inv_logdet(Dk)
+        if scale:
+            mu = torch.exp(-(ldA + ldD) / (n + m))
+            mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))
+        else:
+            mu = torch.ones((), dtype=ldA.dtype, device=A.device)
+        A_new = 0.5 * (mu * Ak + Ai / mu)
+        D_new = 0.5 * (mu * Dk + Di / mu)
+        Ck = 0.5 * (mu * Ck - (Ai @ Ck @ Di) / mu)
+        d = max(_rel_change(A_new, Ak), _rel_change(D_new, Dk))
+        Ak, Dk = A_new, D_new
+        if d < 1e-2:
+            scale = False
+        if d <= tol:
+            break
+    trace = Ak.diagonal(dim1=-2, dim2=-1).real.sum(-1)
+    one = torch.ones((), dtype=trace.dtype, device=A.device)
+    s = torch.where(trace >= 0, one, -one)[..., None, None]
+    lim = 1e3 * tol
+    ok = (_fro(Ak - s * _eye_like(A, n)) <= lim * math.sqrt(n)) & (
+        _fro(Dk + s * _eye_like(A, m)) <= lim * math.sqrt(m)
+    )
+    ok = ok[..., 0, 0] & torch.isfinite(Ck).flatten(-2).all(-1)
+    return -Ck / (2 * s), ok, it
+
+
+def sign_lyapunov(
+    A: Tensor, Q: Tensor, *, maxiter: int = 100, return_sign: bool = False
+) -> tuple[Any, ...]:
+    """Solve AX + XAᴴ = Q by the Newton sign iteration of [[A, −Q], [0, −Aᴴ]].
+
+    Needs A Hurwitz (or anti-Hurwitz): A ← (μA + A⁻¹/μ)/2, C ← (μC + A⁻¹CA⁻ᴴ/μ)/2 (one LU per
+    step, determinant scaling μ = |det A_k|^{−1/n} early on) converges to A → sI, X = −C/(2s).
+    Shapes: A (..., n, n), Q (..., n, n).  Returns (X, ok, iterations), plus a mask that is
+    True where A was Hurwitz (s = −1) when ``return_sign``.
+    """
+    tol = math.sqrt(10 * _eps(A))
+    batch = torch.broadcast_shapes(A.shape[:-2], Q.shape[:-2])
+    n = A.shape[-1]
+    Ak = A.expand(*batch, n, n)
+    Ck = (-Q).expand(*batch, n, n)
+    scale = True
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007
+        Ai, ld = _inv_logdet(Ak)
+        if scale:
+            mu = torch.exp(-ld / n)
+            mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))
+            half_mu = 0.5 * mu
+            A_new = torch.addcmul(half_mu * Ak, Ai, 0.5 / mu)
+            P = Ai * torch.rsqrt(2 * mu)
+        else:
+            A_new = 0.5 * (Ak + Ai)
+            half_mu = 0.5
+            P = Ai * math.sqrt(0.5)
+        # C ← μC/2 + (A⁻¹/√(2μ)) C (A⁻¹/√(2μ))ᴴ
+        Ck = half_mu * Ck + P @ Ck @ P.mH
+        d = _rel_change(A_new, Ak)
+        Ak = A_new
+        if d < 1e-2:
+            scale = False
+        if d <= tol:
+            break
+    trace = Ak.diagonal(dim1=-2, dim2=-1).real.sum(-1)
+    one = torch.ones((), dtype=trace.dtype, device=A.device)
+    s = torch.where(trace >= 0, one, -one)[..., None, None]
+    ok = (_fro(Ak - s * _eye_like(A, n)) <= 1e3 * tol * math.sqrt(n))[..., 0, 0]
+    ok = ok & torch.isfinite(Ck).flatten(-2).all(-1)
+    X = -Ck / (2 * s)
+    if return_sign:
+        return X, ok, it, s[..., 0, 0] < 0
+    return X, ok, it
+
+
+def smith_dlyap(A: Tensor, Q: Tensor, *, maxiter: int = 64) -> tuple[Tensor, Tensor, int]:
+    """Solve AXAᴴ − X + Q = 0 by squared Smith doubling (needs spectral radius ρ(A) < 1).
+
+    X_{k+1} = X_k + A_k X_k A_kᴴ, A_{k+1} = A_k², X_0 = Q, A_0 = A, so that after k steps
+    X_k = Σ_{j<2^k} A^j Q A^jᴴ.  Stops once ‖A_k‖_F² is below machine precision (the remaining
+    tail is then negligible).  Shapes: A (..., n, n), Q (..., n, n).  Returns (X, ok, iters).
+    """
+    eps = _eps(A)
+    batch = torch.broadcast_shapes(A.shape[:-2], Q.shape[:-2])
+    n = A.shape[-1]
+    Ak = A.expand(*batch, n, n)
+    X = Q.expand(*batch, n, n)
+    it = 0
+    thresh = 0.01 * eps
+    nrm = _fro(Ak)
+    for it in range(1, maxiter + 1):  # noqa: B007
+        if _max(nrm.nan_to_num(nan=math.inf)) ** 2 <= thresh:
+            break
+        X = X + Ak @ X @ Ak.mH
+        Ak = Ak @ Ak
+        nrm = _fro(Ak)
+        if not math.isfinite(_max(nrm.nan_to_num(nan=math.inf))):
+            break
+    ok = (nrm**2 <= thresh)[..., 0, 0] & torch.isfinite(X).flatten(-2).all(-1)
+    return X, ok, it
+
+
+def _newton_sign(M: Tensor, *, maxiter: int = 100) -> tuple[Tensor, int]:
+    """Newton iteration for sign(M), determinant scaling early on (no spectral decomposition)."""
+    tol = math.sqrt(10 * _eps(M))
+    N = M.shape[-1]
+    Mk = M
+    scale = True
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007
+        Mi, ld = _inv_logdet(Mk)
+        if scale:
+            mu = torch.exp(-ld / N)
+            mu = torch.where(torch.isfinite(mu), mu, torch.ones_like(mu))
+        else:
+            mu = torch.ones((), dtype=ld.dtype, device=M.device)
+        M_new = 0.5 * (mu * Mk + Mi / mu)
+        d = _rel_change(M_new, Mk)
+        Mk = M_new
+        if d < 1e-2:
+            scale = False
+        if d <= tol:
+            break
+    return Mk, it
+
+
+def sign_care(A: Tensor, G: Tensor, Q: Tensor, *, maxiter: int = 100) -> tuple[Tensor, Tensor, int]:
+    """Stabilising solution of AᴴX + XA − XGX + Q = 0 (G = BR⁻¹Bᴴ) by the Hamiltonian sign.
+
+    W = sign(H), H = [[A, −G], [−Q, −Aᴴ]]; the stable invariant subspace [I; X] is the null
+    space of W + I, so [[W₁₂], [W₂₂ + I]] X = −[[W₁₁ + I], [W₂₁]] (least squares).
+    Shapes: A, G, Q (..., n, n).  Returns (X, ok, iterations), X Hermitian.
+    """
+    batch = torch.broadcast_shapes(A.shape[:-2], G.shape[:-2], Q.shape[:-2])
+    n = A.shape[-1]
+    A, G, Q = (t.expand(*batch, n, n) for t in (A, G, Q))
+    H = torch.cat([torch.cat([A, -G], -1), torch.cat([-Q, -A.mH], -1)], -2)
+    W, it = _newton_sign(H, maxiter=maxiter)
+    I = _eye_like(A, n)
+    lhs = torch.cat([W[..., :n, n:], W[..., n:, n:] + I], -2)
+    rhs = -torch.cat([W[..., :n, :n] + I, W[..., n:, :n]], -2)
+    X = _lstsq(lhs, rhs)
+    X = 0.5 * (X + X.mH)
+    ok = torch.isfinite(X).flatten(-2).all(-1)
+    return X, ok, it
+
+
+def _lstsq(L: Tensor, R: Tensor) -> Tensor:
+    """Full-column-rank least squares by QR (works on CPU and CUDA, batched)."""
+    Qm, Rm = torch.linalg.qr(L)
+    return torch.linalg.solve_triangular(Rm, Qm.mH @ R, upper=True)
+
+
+def sda_dare(A: Tensor, G: Tensor, Q: Tensor, *, maxiter: int = 100) -> tuple[Tensor, Tensor, int]:
+    """Stabilising solution of X = AᴴX(I + GX)⁻¹A + Q (the DARE, G = BR⁻¹Bᴴ) by SDA.
+
+    Structured doubling (Chu, Fan & Lin 2005): with W = I + G_k H_k,
+    A_{k+1} = A_k W⁻¹ A_k, G_{k+1} = G_k + A_k W⁻¹ G_k A_kᴴ, H_{k+1} = H_k + A_kᴴ H_k W⁻¹ A_k,
+    H_k → X quadratically.  Shapes: A, G, Q (..., n, n).  Returns (X, ok, iterations).
+    """
+    eps = _eps(A)
+    batch = torch.broadcast_shapes(A.shape[:-2], G.shape[:-2], Q.shape[:-2])
+    n = A.shape[-1]
+    Ak, Gk, Hk = (t.expand(*batch, n, n) for t in (A, G, Q))
+    I = _eye_like(A, n)
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007
+        W = I + Gk @ Hk
+        V = torch.linalg.solve_ex(W, torch.cat([Ak, Gk], -1))[0]
+        V1, V2 = V[..., :n], V[..., n:]
+        A_new = Ak @ V1
+        G_new = Gk + Ak @ V2 @ Ak.mH
+        H_new = Hk + Ak.mH @ Hk @ V1
+        G_new = 0.5 * (G_new + G_new.mH)
+        H_new = 0.5 * (H_new + H_new.mH)
+        d = _max((_fro(H_new - Hk) / _fro(H_new)).nan_to_num(nan=math.inf))
+        Ak, Gk, Hk = A_new, G_new, H_new
+        if d <= 10 * eps or _max(_fro(Ak)) ** 2 <= 0.01 * eps:
+            break
+    ok = torch.isfinite(Hk).flatten(-2).all(-1)
+    return Hk, ok, it
+
+
+def kron_sylvester(A: Tensor, B: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve AX + XB = Q by the Kronecker (vec) system (I ⊗ A + Bᵀ ⊗ I) vec X = vec Q.
+
+    O((nm)³); meant for tiny systems.  Shapes: A (..., n, n), B (..., m, m), Q (..., n, m).
+    Returns (X, ok) with ok False where the system was exactly singular.
+    """
+    n, m = A.shape[-1], B.shape[-1]
+    batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2], Q.shape[:-2])
+    In, Im = _eye_like(A, n), _eye_like(A, m)
+    # column-major vec: index (j, i) <-> X[i, j]
+    K = torch.einsum("jl,...ik->...jilk", Im, A) + torch.einsum("...lj,ik->...jilk", B, In)
+    K = K.reshape(*K.shape[:-4], n * m, n * m).expand(*batch, n * m, n * m)
+    rhs = Q.mT.reshape(*Q.shape[:-2], n * m).expand(*batch, n * m)
+    x, info = torch.linalg.solve_ex(K, rhs.unsqueeze(-1))
+    X = x[..., 0].reshape(*batch, m, n).mT
+    return X, (info == 0) & torch.isfinite(X).flatten(-2).all(-1)
+
+
+def kron_dlyap(A: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve AXAᴴ − X + Q = 0 by the Kronecker system (Ā ⊗ A − I) vec X = −vec Q."""
+    n = A.shape[-1]
+    batch = torch.broadcast_shapes(A.shape[:-2], Q.shape[:-2])
+    K = torch.einsum("...jl,...ik->...jilk", A.conj(), A).reshape(*A.shape[:-2], n * n, n * n)
+    K = (K - _eye_like(A, n * n)).expand(*batch, n * n, n * n)
+    rhs = (-Q).mT.reshape(*Q.shape[:-2], n * n).expand(*batch, n * n)
+    x, info = torch.linalg.solve_ex(K, rhs.unsqueeze(-1))
+    X = x[..., 0].reshape(*batch, n, n).mT
+    return X, (info == 0) & torch.isfinite(X).flatten(-2).all(-1)
