@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ._linalg import clyap
-from .rate import _t
+from .rate import _few_threads, _t
 
 __all__ = [
     "henrici",
@@ -107,7 +107,8 @@ def _ssa_root(A: Tensor, eps: float, s0: float | None = None):
 class _SmoothedAbscissa(torch.autograd.Function):
     @staticmethod
     def forward(ctx, A: Tensor, eps: Tensor) -> Tensor:  # type: ignore[override]
-        s, P, Q = _ssa_root(A.detach(), float(eps))
+        with _few_threads(A.shape[-1]):
+            s, P, Q = _ssa_root(A.detach(), float(eps))
         QP = Q @ P
         ctx.save_for_backward(QP, eps)
         return torch.as_tensor(s, dtype=A.dtype, device=A.device)
@@ -165,8 +166,9 @@ def transient_amplification(
     if t is None:
         t = torch.linspace(0.0, t_max or _default_tmax(A), num, dtype=A.dtype)
     t = _t(t, A.dtype)
-    E = torch.linalg.matrix_exp(A * t[:, None, None])
-    return t, torch.linalg.matrix_norm(E, ord=2)
+    with _few_threads(A.shape[-1]):
+        E = torch.linalg.matrix_exp(A * t[:, None, None])
+        return t, torch.linalg.matrix_norm(E, ord=2)
 
 
 def max_amplification(A: Tensor, t_max: float | None = None, num: int = 100) -> tuple[float, float]:

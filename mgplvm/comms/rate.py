@@ -16,6 +16,7 @@ where J = W_c − BΣBᵀ is the interference covariance and M is symmetric posi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
+_OPERATOR_MAX = 2_000_000  # use the linear interference operator when n²m² is below this
 
 
 def _t(x, dtype: torch.dtype | None = None) -> Tensor:
@@ -59,17 +61,35 @@ def _rate_from(Ad: Tensor, Wo: Tensor, B: Tensor, Sigma: Tensor, T: Tensor, s2: 
     S = 0.5 * (S + S.mT)
     batch = torch.broadcast_shapes(Ad.shape[:-2], S.shape[:-2])
     Wc = dlyap(Ad.expand(*batch, *Ad.shape[-2:]), S.expand(*batch, *S.shape[-2:]))
-    J = Ad @ Wc @ Ad.mT
+    return _rate_from_interference(Ad @ Wc @ Ad.mT, Wo, B, Sigma, T, s2)
+
+
+def _rate_from_interference(
+    J: Tensor, Wo: Tensor, B: Tensor, Sigma: Tensor, T: Tensor, s2: Tensor
+) -> Tensor:
+    """Rate given the interference covariance J = A_d W_c A_dᵀ (= W_c − BΣBᵀ)."""
     J = 0.5 * (J + J.mT)
-    n = Ad.shape[-1]
-    eye = torch.eye(n, dtype=Ad.dtype, device=Ad.device)
+    n = J.shape[-1]
+    eye = torch.eye(n, dtype=J.dtype, device=J.device)
     s2 = s2[..., None, None] if s2.dim() > 0 else s2
+    batch = torch.broadcast_shapes(J.shape[:-2], Wo.shape[:-2])
     M = torch.linalg.solve(s2 * eye + Wo @ J, Wo.expand(*batch, n, n))
     M = 0.5 * (M + M.mT)
     G = B.mT @ M @ B
     m = G.shape[-1]
     _, logdet = torch.linalg.slogdet(torch.eye(m, dtype=G.dtype, device=G.device) + Sigma @ G)
     return logdet / (2.0 * T * _LN2)
+
+
+def _interference_operator(Ad: Tensor, B: Tensor) -> Tensor:
+    """K (m, m, n, n) with A_d W_c A_dᵀ = Σ_ij Σ_ij K_ij for W_c = dlyap(A_d, BΣBᵀ): the map
+    Σ ↦ interference is linear, so one batched solve over the m² basis matrices replaces a solve
+    per evaluation during the Σ search."""
+    n, m = B.shape
+    E = torch.eye(m * m, dtype=B.dtype).reshape(m * m, m, m)
+    S = B @ E @ B.mT
+    Wc = dlyap(Ad.expand(m * m, n, n), S)
+    return (Ad @ Wc @ Ad.mT).reshape(m, m, n, n)
 
 
 def transmission_rate(
@@ -90,6 +110,21 @@ def transmission_rate(
 
 
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _few_threads(n: int, small: int = 64):
+    """Run small problems single-threaded: for tiny batched LAPACK calls intra-op threads only add
+    synchronisation cost (×10–20 on a loaded 2-core machine).  The setting is restored on exit."""
+    if n > small:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _sigma_of(L: Tensor) -> Tensor:
     S = L @ L.mT
     return S / S.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
@@ -120,6 +155,18 @@ def _optimise_sigma(
 ) -> tuple[Tensor, Tensor]:
     gen = torch.Generator().manual_seed(seed)
     L = _initial_factors(Ad, Wo, B, T, s2, restarts, gen, warm).clone().requires_grad_(True)
+    n, m = B.shape
+    if n * n * m * m <= _OPERATOR_MAX:
+        K = _interference_operator(Ad, B)
+
+        def rate_of(Sig: Tensor) -> Tensor:
+            J = torch.einsum("...ij,ijkl->...kl", Sig, K)
+            return _rate_from_interference(J, Wo, B, Sig, T, s2)
+    else:
+
+        def rate_of(Sig: Tensor) -> Tensor:
+            return _rate_from(Ad, Wo, B, Sig, T, s2)
+
     opt = torch.optim.LBFGS(
         [L], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
         tolerance_grad=1e-11, tolerance_change=1e-13,
@@ -127,14 +174,15 @@ def _optimise_sigma(
 
     def closure():
         opt.zero_grad()
-        loss = -_rate_from(Ad, Wo, B, _sigma_of(L), T, s2).sum()
+        loss = -rate_of(_sigma_of(L)).sum()
         loss.backward()
         return loss
 
-    opt.step(closure)
+    with _few_threads(n):
+        opt.step(closure)
     with torch.no_grad():
         Sig = _sigma_of(L)
-        r = _rate_from(Ad, Wo, B, Sig, T, s2)
+        r = _rate_from(Ad, Wo, B, Sig, T, s2)  # final values from the direct solve
         k = int(torch.argmax(torch.nan_to_num(r, nan=-math.inf)))
     S = 0.5 * (Sig[k] + Sig[k].mT)
     return S.detach(), r[k].detach()
@@ -152,15 +200,16 @@ def optimal_input_covariance(
     bound on the true maximum.  No gradient flows to A, B, C; by the envelope theorem
     ∇R*(A) = ∇_A R_T(Σ*) — call :func:`transmission_rate` with the returned Σ* for it.
     """
-    with torch.no_grad():
-        A, B, C = _t(A), _t(B), _t(C)
-        dt = A.dtype
-        B, C = B.to(dt), C.to(dt)
-        T, s2 = _t(T, dt), _t(noise_var, dt)
-        Ad, Wo = _gramians(A, C, T)
-    return _optimise_sigma(
-        Ad, Wo, B, T, s2, restarts, max_iter, seed, None if init is None else _t(init, dt)
-    )
+    A, B, C = _t(A).detach(), _t(B).detach(), _t(C).detach()
+    dt = A.dtype
+    B, C = B.to(dt), C.to(dt)
+    T, s2 = _t(T, dt), _t(noise_var, dt)
+    with _few_threads(A.shape[-1]):
+        with torch.no_grad():
+            Ad, Wo = _gramians(A, C, T)
+        return _optimise_sigma(
+            Ad, Wo, B, T, s2, restarts, max_iter, seed, None if init is None else _t(init, dt)
+        )
 
 
 @dataclass
@@ -197,6 +246,15 @@ def max_rate(
         dt = A.dtype
         B, C = B.to(dt), C.to(dt)
         s2 = _t(noise_var, dt)
+    with _few_threads(A.shape[-1]):
+        return _max_rate(A, B, C, s2, T_grid, refine, restarts, max_iter, seed)
+
+
+def _max_rate(
+    A: Tensor, B: Tensor, C: Tensor, s2: Tensor, T_grid: np.ndarray | None, refine: bool,
+    restarts: int, max_iter: int, seed: int,
+) -> MaxRateResult:
+    dt = A.dtype
     grid = default_T_grid(A) if T_grid is None else np.asarray(T_grid, dtype=float)
     cache: dict[float, tuple[float, Tensor]] = {}
 
