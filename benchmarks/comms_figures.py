@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from mgplvm import comms
-from mgplvm.comms import _linalg
 
 SMOKE = os.environ.get("MGPLVM_SMOKE") == "1"
 F64 = torch.float64
@@ -116,8 +115,7 @@ def figures(ratios: dict, outdir: Path) -> None:
 
 
 def main() -> None:
-    print(f"mgplvm.comms benchmark (smoke={SMOKE}); solvers: "
-          f"{'TEMPORARY scipy fallback' if _linalg.using_fallback() else 'mgplvm.control'}")
+    print(f"mgplvm.comms benchmark (smoke={SMOKE}); Lyapunov solvers and Gramians: mgplvm.control")
     t0 = time.perf_counter()
     ratios = chain_ratios()
     timing_279()

@@ -17,7 +17,7 @@ import torch
 from scipy.linalg.lapack import dtrsyl
 from torch import Tensor
 
-from ._linalg import clyap
+from ..control import solve_continuous_lyapunov
 from .nonnormality import _ssa_newton
 
 __all__ = [
@@ -130,7 +130,7 @@ def _control_pair(W: Tensor, s: float) -> tuple[Tensor, Tensor]:
     n = W.shape[-1]
     eye = torch.eye(n, dtype=W.dtype)
     M = W - s * eye
-    X = clyap(torch.stack([M, M.mT]), -eye.expand(2, n, n))
+    X = solve_continuous_lyapunov(torch.stack([M, M.mT]), -eye.expand(2, n, n))
     return 0.5 * (X[0] + X[0].mT), 0.5 * (X[1] + X[1].mT)
 
 

@@ -17,7 +17,7 @@ import scipy.optimize as sopt
 import torch
 from torch import Tensor
 
-from ._linalg import clyap
+from ..control import solve_continuous_lyapunov
 from .rate import _few_threads, _t
 
 __all__ = [
@@ -60,7 +60,7 @@ def _gramian_pair(A: Tensor, s: float) -> tuple[Tensor, Tensor]:
     n = A.shape[-1]
     eye = torch.eye(n, dtype=A.dtype, device=A.device)
     M = A - s * eye
-    X = clyap(torch.stack([M, M.mT]), -eye.expand(2, n, n))
+    X = solve_continuous_lyapunov(torch.stack([M, M.mT]), -eye.expand(2, n, n))
     P, Q = 0.5 * (X[0] + X[0].mT), 0.5 * (X[1] + X[1].mT)
     return P, Q
 

@@ -25,7 +25,7 @@ import scipy.optimize as sopt
 import torch
 from torch import Tensor
 
-from ._linalg import dlyap, obs_gramian_doubling
+from ..control import observability_gramian, solve_discrete_lyapunov
 
 __all__ = [
     "MaxRateResult",
@@ -53,14 +53,17 @@ def _t(x, dtype: torch.dtype | None = None) -> Tensor:
 def _gramians(A: Tensor, C: Tensor, T: Tensor) -> tuple[Tensor, Tensor]:
     """(A_d, W_o(T)) for a scalar horizon T."""
     Ad = torch.linalg.matrix_exp(A * T)
-    return Ad, obs_gramian_doubling(A, C, T)
+    # finite horizon: Van Loan on a short step + doubling (stable for large T‖A‖)
+    return Ad, observability_gramian(A, C, T)
 
 
 def _rate_from(Ad: Tensor, Wo: Tensor, B: Tensor, Sigma: Tensor, T: Tensor, s2: Tensor) -> Tensor:
     S = B @ Sigma @ B.mT
     S = 0.5 * (S + S.mT)
     batch = torch.broadcast_shapes(Ad.shape[:-2], S.shape[:-2])
-    Wc = dlyap(Ad.expand(*batch, *Ad.shape[-2:]), S.expand(*batch, *S.shape[-2:]))
+    Wc = solve_discrete_lyapunov(
+        Ad.expand(*batch, *Ad.shape[-2:]), S.expand(*batch, *S.shape[-2:])
+    )
     return _rate_from_interference(Ad @ Wc @ Ad.mT, Wo, B, Sigma, T, s2)
 
 
@@ -88,7 +91,7 @@ def _interference_operator(Ad: Tensor, B: Tensor) -> Tensor:
     n, m = B.shape
     E = torch.eye(m * m, dtype=B.dtype).reshape(m * m, m, m)
     S = B @ E @ B.mT
-    Wc = dlyap(Ad.expand(m * m, n, n), S)
+    Wc = solve_discrete_lyapunov(Ad.expand(m * m, n, n), S)
     return (Ad @ Wc @ Ad.mT).reshape(m, m, n, n)
 
 
