@@ -1,0 +1,491 @@
+"""Cross-validated comparison of latent manifolds (the mGPLVM paper's protocol).
+
+For each repetition ("fold") the time bins and the neurons are split into halves. Each candidate
+manifold is fitted on all neurons at the training bins. The generative model (kernels, inducing
+points, q(u), likelihood) is then frozen; the latents at the test bins are inferred from one neuron
+half and the other half is predicted there, and the reverse. Scores, per datum of the predicted
+half: an importance-weighted held-out log-likelihood (primary), the mean squared error of the
+posterior-predictive mean and the fraction of variance explained.
+
+Every (manifold, fold) pair is an independent task with its own seed, run by any
+``concurrent.futures``-style executor (default: a local process pool; a ``dask.distributed``
+``Client.get_executor()`` scales the same code to a cluster). Each task pins torch to
+``threads_per_task`` threads so the numbers do not depend on which executor ran it. A task that
+fails (NaN, Cholesky, ...) is recorded as failed with its error and never silently dropped; with
+``results_dir`` each finished task is saved at once and an interrupted run resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS"]
+
+#: metric name -> True when larger is better
+METRICS = {"ll_per_datum": True, "mse": False, "var_explained": True}
+
+
+# ----------------------------------------------------------------------------------------- splits
+def make_splits(
+    n_neurons: int, n_time: int, n_splits: int, seed: int = 0, block: int = 1
+) -> list[dict[str, np.ndarray]]:
+    """Random halvings of neurons and time bins, one per fold.
+
+    Time bins are assigned in contiguous blocks of ``block`` bins (``block > 1`` limits leakage
+    through temporally smooth priors). Returns dicts with sorted index arrays ``train_t``,
+    ``test_t``, ``neurons_a``, ``neurons_b``.
+    """
+    if n_neurons < 2:
+        raise ValueError(f"cross-validation needs at least 2 neurons, got {n_neurons}")
+    if n_time < 4:
+        raise ValueError(f"cross-validation needs at least 4 time bins, got {n_time}")
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be >= 1, got {n_splits}")
+    splits = []
+    for k in range(n_splits):
+        rng = np.random.default_rng([seed, k])
+        n_blocks = math.ceil(n_time / block)
+        blocks = rng.permutation(n_blocks)
+        test_blocks = np.sort(blocks[: n_blocks // 2])
+        is_test = np.zeros(n_time, dtype=bool)
+        for b in test_blocks:
+            is_test[b * block : (b + 1) * block] = True
+        perm = rng.permutation(n_neurons)
+        splits.append(
+            {
+                "train_t": np.flatnonzero(~is_test),
+                "test_t": np.flatnonzero(is_test),
+                "neurons_a": np.sort(perm[: n_neurons // 2]),
+                "neurons_b": np.sort(perm[n_neurons // 2 :]),
+            }
+        )
+    return splits
+
+
+# ----------------------------------------------------------------------------------------- result
+@dataclass
+class CVResult:
+    """Per-fold scores for every manifold, with summaries, paired tests, export and plotting.
+
+    ``records`` holds one dict per (manifold, fold): ``manifold``, ``fold``, ``status``
+    (``"ok"``/``"failed"``), ``error``, the metrics of :data:`METRICS`, ``train_elbo``, ``seconds``.
+    """
+
+    records: list[dict[str, Any]]
+    manifolds: list[str]
+    n_splits: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    # --- access
+    def scores(self, metric: str = "ll_per_datum") -> dict[str, np.ndarray]:
+        """``manifold -> (n_splits,)`` array of a metric, NaN where the fold failed."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose from {list(METRICS)}")
+        out = {m: np.full(self.n_splits, np.nan) for m in self.manifolds}
+        for r in self.records:
+            if r["status"] == "ok":
+                out[r["manifold"]][r["fold"]] = r[metric]
+        return out
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """Records of folds that failed, with their errors."""
+        return [r for r in self.records if r["status"] != "ok"]
+
+    def summary(self, metric: str = "ll_per_datum") -> dict[str, dict[str, float]]:
+        """``manifold -> {mean, sem, n}`` over successful folds."""
+        out = {}
+        for m, s in self.scores(metric).items():
+            ok = s[np.isfinite(s)]
+            sem = ok.std(ddof=1) / np.sqrt(len(ok)) if len(ok) > 1 else float("nan")
+            out[m] = {"mean": float(ok.mean()) if len(ok) else float("nan"), "sem": float(sem),
+                      "n": len(ok)}
+        return out
+
+    def winner(self, metric: str = "ll_per_datum") -> str:
+        """The manifold with the best mean score."""
+        summ = self.summary(metric)
+        sign = 1.0 if METRICS[metric] else -1.0
+        valid = {m: sign * v["mean"] for m, v in summ.items() if np.isfinite(v["mean"])}
+        if not valid:
+            raise RuntimeError("every fold failed: no winner; see CVResult.failed")
+        return max(valid, key=valid.get)
+
+    def win_counts(self, metric: str = "ll_per_datum") -> dict[str, int]:
+        """How many folds each manifold wins (folds where any manifold failed are skipped)."""
+        s = self.scores(metric)
+        mat = np.stack([s[m] for m in self.manifolds])  # (n_manifolds, n_splits)
+        ok = np.isfinite(mat).all(0)
+        best = (mat if METRICS[metric] else -mat)[:, ok].argmax(0)
+        return {m: int((best == i).sum()) for i, m in enumerate(self.manifolds)}
+
+    def paired_differences(self, metric: str = "ll_per_datum") -> dict[str, dict[str, float]]:
+        """Each manifold minus the winner, fold by fold: mean ± s.e.m. and paired tests.
+
+        Reports a paired t-test and a Wilcoxon signed-rank test (two-sided) over folds where both
+        succeeded.
+        """
+        from scipy import stats
+
+        s = self.scores(metric)
+        best = self.winner(metric)
+        out = {}
+        for m in self.manifolds:
+            ok = np.isfinite(s[m]) & np.isfinite(s[best])
+            d = s[m][ok] - s[best][ok]
+            row = {"mean": float(d.mean()) if len(d) else float("nan"), "n": int(len(d))}
+            row["sem"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            if m != best and len(d) > 1 and np.any(d != 0):
+                row["t_pvalue"] = float(stats.ttest_rel(s[m][ok], s[best][ok]).pvalue)
+                row["wilcoxon_pvalue"] = float(stats.wilcoxon(d).pvalue)
+            else:
+                row["t_pvalue"] = row["wilcoxon_pvalue"] = float("nan")
+            out[m] = row
+        return out
+
+    # --- export
+    def to_dataframe(self):
+        """A pandas DataFrame of the records, or a dict of columns if pandas is not installed."""
+        cols = ["manifold", "fold", "status", *METRICS, "train_elbo", "seconds", "error"]
+        data = {c: [r.get(c) for r in self.records] for c in cols}
+        try:
+            import pandas as pd
+        except ImportError:
+            return data
+        return pd.DataFrame(data)
+
+    def table(self, metric: str = "ll_per_datum") -> str:
+        """Plain-text table: mean ± s.e.m., difference to the winner, wins, failures."""
+        summ, diff = self.summary(metric), self.paired_differences(metric)
+        wins = self.win_counts(metric)
+        n_failed = {m: sum(r["manifold"] == m for r in self.failed) for m in self.manifolds}
+        best = self.winner(metric)
+        lines = [
+            f"{'manifold':<10} {metric + ' (mean ± sem)':>26} {'Δ vs best':>20} "
+            f"{'p (paired t)':>12} {'wins':>5} {'failed':>6}"
+        ]
+        for m in self.manifolds:
+            s, d = summ[m], diff[m]
+            mark = " *" if m == best else ""
+            lines.append(
+                f"{m + mark:<10} {s['mean']:>16.4f} ± {s['sem']:<7.4f} "
+                f"{d['mean']:>11.4f} ± {d['sem']:<6.4f} {d['t_pvalue']:>12.3g} "
+                f"{wins[m]:>5d} {n_failed[m]:>6d}"
+            )
+        better = "higher" if METRICS[metric] else "lower"
+        lines.append(f"(* winner; {better} is better; {self.n_splits} folds)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save to HDF5: one JSON-encoded record per fold plus the config."""
+        import h5py
+
+        with h5py.File(path, "w") as f:
+            f.attrs["manifolds"] = json.dumps(self.manifolds)
+            f.attrs["n_splits"] = self.n_splits
+            f.attrs["config"] = json.dumps(self.config, default=str)
+            f.attrs["records"] = json.dumps(self.records, default=_json_default)
+            for metric in METRICS:
+                g = f.create_group(metric)
+                for m, s in self.scores(metric).items():
+                    g[m] = s
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CVResult:
+        """Inverse of :meth:`save`."""
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return cls(
+                records=json.loads(f.attrs["records"]),
+                manifolds=json.loads(f.attrs["manifolds"]),
+                n_splits=int(f.attrs["n_splits"]),
+                config=json.loads(f.attrs["config"]),
+            )
+
+    def plot(self, metric: str = "ll_per_datum", ax=None):
+        """Per-fold scores, one line per fold linking the manifolds (as in the paper's figures)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(1.2 + 1.1 * len(self.manifolds), 3.5))
+        s = self.scores(metric)
+        x = np.arange(len(self.manifolds))
+        mat = np.stack([s[m] for m in self.manifolds])
+        for k in range(self.n_splits):
+            ax.plot(x, mat[:, k], "-", color="0.7", lw=0.8, zorder=1)
+        summ = self.summary(metric)
+        means = [summ[m]["mean"] for m in self.manifolds]
+        sems = [summ[m]["sem"] for m in self.manifolds]
+        ax.errorbar(x, means, yerr=sems, fmt="o", color="k", capsize=4, zorder=2)
+        best = self.manifolds.index(self.winner(metric))
+        ax.plot([x[best]], [means[best]], "o", color="C3", ms=9, zorder=3, label="winner")
+        ax.set_xticks(x, self.manifolds)
+        labels = {"ll_per_datum": "held-out log-lik. per datum", "mse": "held-out MSE",
+                  "var_explained": "variance explained"}
+        ax.set_ylabel(labels[metric])
+        ax.set_title(f"cross-validation, {self.n_splits} folds")
+        ax.legend(frameon=False)
+        ax.figure.tight_layout()
+        return ax.figure
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ----------------------------------------------------------------------------------------- tasks
+def _task_path(results_dir: Path, manifold: str, fold: int) -> Path:
+    return results_dir / f"fold_{manifold}_{fold:03d}.json"
+
+
+def run_fold(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fit and score one (manifold, fold) task; never raises (errors become a failed record).
+
+    A top-level function so that process pools and dask can pickle it.
+    """
+    import torch
+
+    start = time.perf_counter()
+    record: dict[str, Any] = {"manifold": spec["manifold"], "fold": spec["fold"]}
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(spec.get("threads_per_task", 1))
+    try:
+        scores = _fit_and_score(spec)
+        record.update(status="ok", error=None, **scores)
+    except Exception as err:  # noqa: BLE001 - a failed fold is reported, never fatal
+        record.update(
+            status="failed",
+            error=f"{type(err).__name__}: {err}",
+            traceback=traceback.format_exc(limit=5),
+            **{m: float("nan") for m in METRICS},
+            train_elbo=float("nan"),
+        )
+    finally:
+        torch.set_num_threads(prev_threads)
+    record["seconds"] = time.perf_counter() - start
+    if spec.get("results_dir"):
+        path = _task_path(Path(spec["results_dir"]), spec["manifold"], spec["fold"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, default=_json_default))
+        tmp.replace(path)
+    return record
+
+
+def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
+    """The protocol for one (manifold, fold): train fit, two latent-only test fits, scores."""
+    import importlib
+
+    import torch
+
+    fit_module = importlib.import_module("mgplvm.fit")  # looked up at call time (testable)
+    from mgplvm.model import MGPLVM
+
+    Y, split, seed = spec["Y"], spec["split"], spec["seed"]
+    n_trials, n_neurons, _ = Y.shape
+    train_t, test_t = split["train_t"], split["test_t"]
+    halves = (split["neurons_a"], split["neurons_b"])
+
+    model = MGPLVM(
+        spec["manifold"], n_neurons, len(train_t), n_trials, likelihood=spec["likelihood"],
+        bin_size=spec["bin_size"], seed=seed, **spec["model_kwargs"],
+    )
+    train = fit_module.fit(model, Y[:, :, train_t], seed=seed, progress=False,
+                           **spec["fit_kwargs"])
+    if not np.isfinite(train.final_elbo):
+        raise FloatingPointError("the training fit ended with a non-finite ELBO")
+
+    Y_test = Y[:, :, test_t]
+    ll_total, sq_err, sq_tot, n_data = 0.0, 0.0, 0.0, 0
+    for direction, (inp, out) in enumerate((halves, halves[::-1])):
+        test_model = model.with_new_latents(len(test_t), n_trials)
+        observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
+        fit_module.fit(observed, Y_test[:, inp], train="latents", seed=seed + 1 + direction,
+                       progress=False, **spec["test_fit_kwargs"])
+        y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
+        torch.manual_seed(seed + 11 + direction)
+        ll_total += _held_out_ll_per_bin(test_model, y_out, out, spec["n_eval_samples"])
+        pred = test_model.predict(neurons=out, n_samples=spec["n_eval_samples"])
+        resid = (pred - y_out).pow(2)
+        centred = (y_out - y_out.mean(-1, keepdim=True)).pow(2)
+        sq_err += float(resid.sum())
+        sq_tot += float(centred.sum())
+        n_data += y_out.numel()
+    return {
+        "ll_per_datum": ll_total / n_data,
+        "mse": sq_err / n_data,
+        "var_explained": 1.0 - sq_err / sq_tot if sq_tot > 0 else float("nan"),
+        "train_elbo": float(train.final_elbo),
+        "n_iter": int(train.n_iter),
+    }
+
+
+def _held_out_ll_per_bin(model, y_out, neurons, n_samples: int, batch: int = 16) -> float:
+    """Σ_{s,t} log (1/K) Σ_k exp(Σ_n E_q(f)[log p(y_{s,n,t} | f_n(g_{s,t,k}))]), g_k ~ q(g).
+
+    The latent posterior factorises over bins, so the importance average is taken bin by bin
+    (a much lower-variance estimate than averaging whole-trajectory weights).
+    """
+    import torch
+
+    idx = torch.as_tensor(np.asarray(neurons), device=model.device).long()
+    lik = model.likelihood_subset(idx)
+    chunks = []
+    with torch.no_grad():
+        for s0 in range(0, n_samples, batch):
+            g = model._latent_samples(min(batch, n_samples - s0))  # (k, trials, time, ambient)
+            mean, var = model.f_moments(g)  # (k, trials, neurons, time)
+            w = lik.expected_log_prob_moments(y_out, mean[..., idx, :], var[..., idx, :])
+            chunks.append(w.sum(-2))  # (k, trials, time)
+        w = torch.cat(chunks)
+    return float((torch.logsumexp(w, 0) - np.log(w.shape[0])).sum())
+
+
+# ----------------------------------------------------------------------------------------- driver
+def crossvalidate(
+    Y: np.ndarray,
+    manifolds: Sequence[str],
+    n_splits: int = 10,
+    likelihood: str = "poisson",
+    seed: int = 0,
+    executor: Executor | None = None,
+    *,
+    bin_size: float = 0.025,
+    n_workers: int | None = None,
+    threads_per_task: int = 1,
+    results_dir: str | os.PathLike | None = None,
+    block: int = 1,
+    fit_kwargs: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    test_fit_kwargs: dict[str, Any] | None = None,
+    n_eval_samples: int = 64,
+    progress: bool = True,
+) -> CVResult:
+    """Compare candidate manifolds by cross-validation on ``Y`` ``(trials, neurons, time)``.
+
+    Args:
+        Y: the recording (counts for ``poisson``/``negbin``).
+        manifolds: names understood by :func:`mgplvm.manifolds.get_manifold`, e.g. ``["T1", "R1"]``.
+        n_splits: repetitions with independent random halvings of neurons and time bins.
+        likelihood: ``"poisson"``, ``"negbin"`` or ``"gaussian"``.
+        seed: master seed; fold ``k`` of every manifold uses the same split and seed.
+        executor: any ``concurrent.futures.Executor`` (e.g. ``dask.distributed.Client(...)
+            .get_executor()``). Default: a local process pool with ``n_workers`` processes.
+        threads_per_task: torch threads inside each task (fixed so results do not depend on the
+            executor).
+        results_dir: save each finished task there and skip tasks already saved (resume).
+        block: contiguous time bins per split unit.
+        fit_kwargs / test_fit_kwargs: passed to :func:`mgplvm.fit` for the training fit and for the
+            latent-only fits at test bins; model_kwargs: passed to :class:`mgplvm.MGPLVM`.
+        n_eval_samples: latent samples in the importance-weighted held-out log-likelihood.
+    """
+    from mgplvm.model import manifold_from_name as get_manifold
+
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 2:
+        Y = Y[None]
+    if Y.ndim != 3:
+        raise ValueError(f"Y must be (trials, neurons, time), got shape {Y.shape}")
+    if not np.isfinite(Y).all():
+        raise ValueError("Y contains NaN/inf entries")
+    manifolds = list(manifolds)
+    if not manifolds:
+        raise ValueError("give at least one manifold to compare")
+    if len(set(manifolds)) != len(manifolds):
+        raise ValueError(f"duplicate manifold names in {manifolds}")
+    for name in manifolds:
+        get_manifold(name)  # fail fast with the parser's message
+    _, n_neurons, n_time = Y.shape
+    splits = make_splits(n_neurons, n_time, n_splits, seed=seed, block=block)
+    config = {
+        "n_splits": n_splits, "likelihood": likelihood, "seed": seed, "bin_size": bin_size,
+        "block": block, "fit_kwargs": fit_kwargs or {}, "model_kwargs": model_kwargs or {},
+        "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
+        "threads_per_task": threads_per_task, "shape": list(Y.shape),
+    }
+    rdir = Path(results_dir) if results_dir is not None else None
+    if rdir is not None:
+        rdir.mkdir(parents=True, exist_ok=True)
+        cfg_path = rdir / "config.json"
+        cfg_json = json.dumps({**config, "manifolds": manifolds}, default=str, sort_keys=True)
+        if cfg_path.exists() and cfg_path.read_text() != cfg_json:
+            raise ValueError(
+                f"{rdir} holds results of a different cross-validation configuration; "
+                "use another results_dir or delete it"
+            )
+        cfg_path.write_text(cfg_json)
+
+    records: list[dict[str, Any]] = []
+    specs = []
+    for k, split in enumerate(splits):
+        for name in manifolds:
+            if rdir is not None and _task_path(rdir, name, k).exists():
+                records.append(json.loads(_task_path(rdir, name, k).read_text()))
+                continue
+            specs.append({
+                "Y": Y, "manifold": name, "fold": k, "split": split,
+                "seed": int(seed * 100_003 + k), "likelihood": likelihood, "bin_size": bin_size,
+                "fit_kwargs": fit_kwargs or {}, "model_kwargs": model_kwargs or {},
+                "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
+                "threads_per_task": threads_per_task,
+                "results_dir": str(rdir) if rdir is not None else None,
+            })
+
+    if specs:
+        records.extend(_execute(specs, executor, n_workers, progress))
+    records.sort(key=lambda r: (r["fold"], manifolds.index(r["manifold"])))
+    return CVResult(records=records, manifolds=manifolds, n_splits=n_splits, config=config)
+
+
+def _execute(specs, executor, n_workers, progress) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    own = executor is None
+    if own:
+        workers = n_workers or max(1, min(len(specs), os.cpu_count() or 1))
+        if workers == 1:
+            it = map(run_fold, specs)
+            return list(tqdm(it, total=len(specs), desc="cross-validation", disable=not progress))
+        import multiprocessing as mp
+
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        futures = {executor.submit(run_fold, s): s for s in specs}
+        out = []
+        for fut in tqdm(
+            as_completed(futures), total=len(futures), desc="cross-validation",
+            disable=not progress,
+        ):
+            try:
+                out.append(fut.result())
+            except Exception as err:  # noqa: BLE001 - e.g. a worker process died
+                spec = futures[fut]
+                out.append({
+                    "manifold": spec["manifold"], "fold": spec["fold"], "status": "failed",
+                    "error": f"{type(err).__name__}: {err}", "train_elbo": float("nan"),
+                    "seconds": float("nan"), **{m: float("nan") for m in METRICS},
+                })
+        return out
+    finally:
+        if own:
+            executor.shutdown()
