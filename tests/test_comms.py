@@ -308,3 +308,12 @@ def test_plots_return_figures():
 def test_import_has_no_side_effects():
     code = "import sys, mgplvm.comms; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unstable_network_is_rejected():
+    A = chain(3, 1.0) + 3.5 * torch.eye(3, dtype=F64)
+    eye = torch.eye(3, dtype=F64)
+    with pytest.raises(ValueError, match="Hurwitz"):
+        transmission_rate(A, eye, eye, eye / 3, 1.0, 1.0)
+    with pytest.raises(ValueError, match="Hurwitz"):
+        optimal_input_covariance(A, eye, eye, 1.0, 1.0)

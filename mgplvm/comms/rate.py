@@ -95,19 +95,32 @@ def _interference_operator(Ad: Tensor, B: Tensor) -> Tensor:
     return (Ad @ Wc @ Ad.mT).reshape(m, m, n, n)
 
 
+def _check_hurwitz(A: Tensor) -> None:
+    alpha = float(torch.linalg.eigvals(A.detach()).real.max())
+    if not alpha < 0:
+        raise ValueError(
+            f"A must be Hurwitz (spectral abscissa {alpha:.3g} ≥ 0): with an unstable network the "
+            "interference of past packets diverges and the rate is undefined"
+        )
+
+
 def transmission_rate(
-    A: Tensor, B: Tensor, C: Tensor, Sigma: Tensor, T: Tensor | float, noise_var: Tensor | float
+    A: Tensor, B: Tensor, C: Tensor, Sigma: Tensor, T: Tensor | float, noise_var: Tensor | float,
+    check: bool = True,
 ) -> Tensor:
     """Rate R_T(Σ) in bits per unit time (see module docstring).
 
     Shapes: A (..., n, n) Hurwitz, B (..., n, m), C (..., p, n), Sigma (..., m, m) PSD (the
     constraint tr Σ = 1 is *not* imposed here), T > 0 scalar, noise_var σ² > 0 scalar or (...).
-    Batch dimensions broadcast; differentiable in every argument.
+    Batch dimensions broadcast; differentiable in every argument.  ``check``: raise ValueError
+    if A is not Hurwitz (one eigenvalue computation).
     """
     A, B, C, Sigma = _t(A), _t(B), _t(C), _t(Sigma)
     dt = A.dtype
     B, C, Sigma = B.to(dt), C.to(dt), Sigma.to(dt)
     T, s2 = _t(T, dt), _t(noise_var, dt)
+    if check:
+        _check_hurwitz(A)
     Ad, Wo = _gramians(A, C, T)
     return _rate_from(Ad, Wo, B, Sigma, T, s2)
 
@@ -207,6 +220,7 @@ def optimal_input_covariance(
     dt = A.dtype
     B, C = B.to(dt), C.to(dt)
     T, s2 = _t(T, dt), _t(noise_var, dt)
+    _check_hurwitz(A)
     with _few_threads(A.shape[-1]):
         with torch.no_grad():
             Ad, Wo = _gramians(A, C, T)
@@ -249,6 +263,7 @@ def max_rate(
         dt = A.dtype
         B, C = B.to(dt), C.to(dt)
         s2 = _t(noise_var, dt)
+    _check_hurwitz(A)
     with _few_threads(A.shape[-1]):
         return _max_rate(A, B, C, s2, T_grid, refine, restarts, max_iter, seed)
 
