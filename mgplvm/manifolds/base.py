@@ -30,7 +30,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def gaussian_log_prob(v: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
-    """log N(v; 0, L Lᵀ) for ``v`` ``(..., d)`` and ``L`` ``(..., d, d)`` (broadcast) -> ``(...)``."""
+    """log N(v; 0, L Lᵀ) for ``v`` ``(..., d)``, ``L`` ``(..., d, d)`` (broadcast) -> ``(...)``."""
     d = v.shape[-1]
     batch = torch.broadcast_shapes(v.shape[:-1], scale_tril.shape[:-2])
     v = v.expand(*batch, d)
@@ -141,7 +141,7 @@ class LatentManifold(geoopt.Manifold):
         raise NotImplementedError
 
     def pairwise_chordal_sqdist(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """Pairwise chordal squared distances ``(..., n, ambient), (..., m, ambient) -> (..., n, m)``.
+        """Pairwise chordal squared distances ``(..., n, D), (..., m, D) -> (..., n, m)``.
 
         Subclasses override with a matmul form; this default broadcasts.
         """
@@ -162,8 +162,8 @@ class LatentManifold(geoopt.Manifold):
         """log-density at ``Exp(v)`` of the push-forward through ``Exp`` of ``N(0, L Lᵀ)``.
 
         ``log q(g) = log Σ_k N(v_k; 0, Σ) / |J(v_k)|`` summed over the preimages ``v_k`` of
-        ``Exp(v)`` with ``|k| <= kmax``; ``J`` is the Jacobian determinant of ``Exp``. The density is
-        w.r.t. the Riemannian volume, so ``E[-wrapped_log_prob]`` is the entropy. Shapes:
+        ``Exp(v)`` with ``|k| <= kmax``; ``J`` is the Jacobian determinant of ``Exp``. The density
+        is w.r.t. the Riemannian volume, so ``E[-wrapped_log_prob]`` is the entropy. Shapes:
         ``v (..., dim)``, ``scale_tril (..., dim, dim)`` -> ``(...)``.
         """
         raise NotImplementedError
