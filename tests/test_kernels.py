@@ -25,7 +25,7 @@ MANIFOLDS = ["T1", "T2", "R2", "S2", "S3", "SO3"]
 # Every kernel here is PD for any lengthscale, but for 200 random points the smallest eigenvalue of
 # the RBF Gram matrix falls below float64 round-off (~1e-14) as ℓ grows. These lengthscales keep it
 # resolvable while every point still has about one or more effective neighbours (row sums > 2).
-PD_LENGTHSCALE = {"T1": 0.02, "T2": 0.3, "R2": 0.2, "S2": 0.3, "S3": 0.5, "SO3": 0.5}
+PD_LENGTHSCALE = {"T1": 0.02, "T2": 0.3, "R2": 0.2, "S2": 0.3, "S3": 0.5, "SO3": 0.7}
 KERNELS = [
     ("rbf", lambda m, **kw: ManifoldRBFKernel(m, **kw)),
     ("matern12", lambda m, **kw: ManifoldMaternKernel(m, nu=0.5, **kw)),
