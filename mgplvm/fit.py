@@ -1,0 +1,401 @@
+"""``fit``: stochastic variational inference for :class:`~mgplvm.model.MGPLVM`.
+
+The loss is Pyro's ``Trace_ELBO(num_particles=n_mc, vectorize_particles=True)
+.differentiable_loss(model.model, model.guide, Y, t_idx, β)`` — the negative ELBO (a total over
+the data set, not a mean) — minimised in a plain torch loop so that any optimiser can drive it:
+
+* ``optimizer="adam"`` (default): one geoopt :class:`~geoopt.optim.RiemannianAdam` with two
+  parameter groups — the :class:`geoopt.ManifoldParameter` s (latent means, inducing points; step
+  ``lr_manifold``) and the Euclidean rest (plain Adam, step ``lr``).
+* other names are looked up in :data:`OPTIMIZERS` (register your own with
+  :func:`register_optimizer`) and then in :func:`mgplvm.optim.make_optimizer`
+  (``"ngd"``, ``"fishleg"``, ``"ngd+fishleg"``). An optimiser whose ``needs_sample_nll`` is true
+  receives a fresh model-sampled NLL (:func:`mgplvm.optim.pyro_sample_nll`) for the current
+  minibatch through ``set_sample_nll_fn`` before each step.
+
+Minibatches of time bins (``batch_size``): ``batch_mode="window"`` draws a contiguous circular
+window (start uniform, wrapping around the end; indices sorted) and ``"random"`` a uniform subset
+without replacement. Either way every bin is included with probability ``batch_size / n_time`` and
+the ``time`` plate rescales by ``n_time / batch_size``, so the ELBO estimate is unbiased for priors
+that factorise over bins (uniform). Time-coupled priors (Brownian, AR(1), GP) use the window's own
+Markov / GP structure, which is exact for full batches and approximate (slightly biased at window
+edges) for minibatches — prefer windows for them.
+
+KL annealing: the latent prior and entropy terms are scaled by ``β_i = 1 − exp(−(i + 1) /
+burnin)`` (``poutine.scale``), which avoids an early collapse of the latents on periodic
+manifolds. Early stopping: an exponential moving average of the loss must improve by a relative
+``rtol`` within ``patience`` iterations (checked only once ``β > 0.99``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geoopt
+import numpy as np
+import pyro
+import torch
+from linear_operator.utils.errors import NotPSDError
+from tqdm.auto import tqdm
+
+from mgplvm.model import MGPLVM, _plain_state
+
+__all__ = ["fit", "FitResult", "OPTIMIZERS", "register_optimizer", "make_fit_optimizer"]
+
+CHECKPOINT_FORMAT = "mgplvm.fit-checkpoint/1"
+
+#: optimiser factories: ``name -> fn(model, params, lr=..., lr_manifold=..., **kwargs)``
+OPTIMIZERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_optimizer(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``fit(..., optimizer=name)`` use ``factory(model, params, lr=, lr_manifold=, **kw)``.
+
+    ``params`` are the trainable parameters (already filtered for ``train=``); the factory returns
+    an object with ``zero_grad()``, ``step()``, ``state_dict()`` and ``load_state_dict()``.
+    """
+    OPTIMIZERS[name.lower()] = factory
+
+
+def _adam(model, params, lr: float = 0.05, lr_manifold: float | None = None, **kwargs):
+    man = [p for p in params if isinstance(p, geoopt.ManifoldParameter)]
+    euc = [p for p in params if not isinstance(p, geoopt.ManifoldParameter)]
+    groups = []
+    if man:
+        groups.append({"params": man, "lr": lr if lr_manifold is None else lr_manifold})
+    if euc:
+        groups.append({"params": euc, "lr": lr})
+    if not groups:
+        raise ValueError("no trainable parameters")
+    return geoopt.optim.RiemannianAdam(groups, lr=lr, **kwargs)
+
+
+register_optimizer("adam", _adam)
+
+
+def make_fit_optimizer(
+    name: str, model: MGPLVM, params: list[torch.Tensor], lr: float, lr_manifold: float | None,
+    **kwargs: Any,
+):
+    """Build the optimiser ``name`` for ``params`` (see the module docstring for the lookup)."""
+    key = name.lower()
+    if key in OPTIMIZERS:
+        return OPTIMIZERS[key](model, params, lr=lr, lr_manifold=lr_manifold, **kwargs)
+    try:
+        from mgplvm.optim import make_optimizer
+    except ImportError as err:  # pragma: no cover - optim is part of the package
+        raise ValueError(f"unknown optimizer {name!r}") from err
+    # the factory splits q(u) / manifold / Euclidean parameters itself and skips frozen ones
+    return make_optimizer(key, model, lr=lr, **kwargs)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: ``losses`` (negative ELBO per iteration, total over the data set),
+    ``elapsed`` seconds, iterations run ``n_iter``, ``converged`` and ``reason``
+    (``"max_iter"``, ``"converged"``, ``"nan"``, ``"cholesky"``)."""
+
+    losses: np.ndarray
+    elapsed: float
+    n_iter: int
+    converged: bool
+    reason: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_elbo(self) -> float:
+        """Mean ELBO over the last (up to) 20 iterations."""
+        tail = self.losses[-20:]
+        return float(-np.mean(tail)) if len(tail) else float("nan")
+
+    @property
+    def seconds_per_iter(self) -> float:
+        return self.elapsed / max(1, self.n_iter)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "python": list(_tuplify(random.getstate())),
+    }
+
+
+def _tuplify(x):
+    return [_tuplify(v) for v in x] if isinstance(x, list | tuple) else x
+
+
+def _detuple(x):
+    return tuple(_detuple(v) for v in x) if isinstance(x, list) else x
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), *n[2:]))
+    random.setstate(_detuple(state["python"]))
+
+
+def _batch_indices(n_time: int, batch_size: int | None, mode: str, device) -> torch.Tensor | None:
+    if batch_size is None or batch_size >= n_time:
+        return None
+    if mode == "window":
+        start = int(torch.randint(n_time, ()))
+        idx = (start + torch.arange(batch_size)) % n_time
+        return idx.sort().values.to(device)
+    return torch.randperm(n_time)[:batch_size].sort().values.to(device)
+
+
+_FIT_KEYS = (
+    "n_mc", "lr", "lr_manifold", "batch_size", "batch_mode", "burnin", "optimizer", "train",
+    "early_stopping", "patience", "rtol", "ema", "optimizer_kwargs",
+)
+
+
+def fit(
+    model: MGPLVM,
+    Y: Any,
+    *,
+    n_iter: int = 1500,
+    n_mc: int = 8,
+    lr: float = 0.05,
+    lr_manifold: float | None = None,
+    batch_size: int | None = None,
+    batch_mode: str = "window",
+    burnin: float = 100.0,
+    optimizer: str = "adam",
+    optimizer_kwargs: dict[str, Any] | None = None,
+    train: str = "all",
+    early_stopping: bool = True,
+    patience: int = 200,
+    rtol: float = 1e-4,
+    ema: float = 0.05,
+    progress: bool = True,
+    seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: str | Path | None = None,
+    callback: Callable[[int, float, MGPLVM], Any] | None = None,
+) -> FitResult:
+    """Fit ``model`` to ``Y (trials, neurons, time)`` by maximising the ELBO.
+
+    Args:
+        model: an :class:`~mgplvm.model.MGPLVM`; initialised from ``Y`` first if it was not
+            (:meth:`~mgplvm.model.MGPLVM.init_from_data`; latents only — ``"decode"`` — when
+            ``train="latents"``).
+        n_iter: maximum number of iterations (total, counting those of a resumed run).
+        n_mc: latent samples per iteration (vectorised particles: one batched GP evaluation of
+            ``n_mc · trials · batch`` points).
+        lr, lr_manifold: Adam step of Euclidean and of manifold parameters (default: ``lr``).
+        batch_size, batch_mode: minibatches of time bins (``None``: full batch); ``"window"`` or
+            ``"random"``.
+        burnin: KL-annealing time constant in iterations (0: no annealing).
+        optimizer, optimizer_kwargs: see the module docstring.
+        train: ``"all"`` or ``"latents"`` (everything but q(g) frozen; for held-out data).
+        early_stopping, patience, rtol, ema: stop when the EMA (weight ``ema``) of the loss has not
+            improved by ``rtol`` (relative) for ``patience`` iterations.
+        progress: show a tqdm bar with the ELBO.
+        seed: seed torch / numpy / random (``pyro.set_rng_seed``) before fitting.
+        checkpoint, checkpoint_every: save model, optimiser, iteration, RNG and config to
+            ``checkpoint`` every ``checkpoint_every`` iterations and at the end.
+        resume: a checkpoint path: restore everything from it and continue identically.
+        callback: ``callback(iteration, loss, model)`` after every step; return True to stop.
+
+    Returns:
+        :class:`FitResult`. A NaN/inf loss or gradient (or a failed Cholesky) stops the fit with the
+        last good parameters restored and a warning.
+    """
+    if not isinstance(model, MGPLVM):
+        raise TypeError(f"model must be an MGPLVM, got {type(model).__name__}")
+    if train not in ("all", "latents"):
+        raise ValueError(f"train must be 'all' or 'latents', got {train!r}")
+    if batch_mode not in ("window", "random"):
+        raise ValueError(f"batch_mode must be 'window' or 'random', got {batch_mode!r}")
+    if int(n_mc) < 1:
+        raise ValueError(f"n_mc must be >= 1, got {n_mc}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    Y = model.validate_data(Y)
+    config = {
+        "n_mc": int(n_mc), "lr": float(lr), "lr_manifold": lr_manifold,
+        "batch_size": None if batch_size is None else int(batch_size), "batch_mode": batch_mode,
+        "burnin": float(burnin), "optimizer": optimizer, "train": train,
+        "early_stopping": bool(early_stopping), "patience": int(patience), "rtol": float(rtol),
+        "ema": float(ema), "optimizer_kwargs": dict(optimizer_kwargs or {}),
+    }
+
+    ckpt = None
+    if resume is not None:
+        ckpt = torch.load(resume, map_location=model.device, weights_only=True)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{resume} is not an mgplvm fit checkpoint")
+        saved_model_cfg = ckpt["model_config"]
+        if saved_model_cfg != model.config():
+            raise ValueError(
+                "the checkpoint was written for a different model configuration: "
+                f"{_diff(saved_model_cfg, model.config())}"
+            )
+        diffs = {k: (ckpt["config"].get(k), config[k]) for k in _FIT_KEYS
+                 if ckpt["config"].get(k) != config[k]}
+        if diffs:
+            warnings.warn(f"resuming with different fit settings: {diffs}", stacklevel=2)
+        model.load_state_dict(ckpt["model_state"])
+    else:
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        if train == "all" and not bool(model.initialized):
+            model.init_from_data(Y)
+        elif train == "latents" and not bool(model.latents_initialized):
+            model.init_latents(Y, "decode")
+
+    frozen = []
+    if train == "latents":
+        latent_ids = {id(p) for p in model.latents.parameters()}
+        for p in model.parameters():
+            if id(p) not in latent_ids and p.requires_grad:
+                p.requires_grad_(False)
+                frozen.append(p)
+    try:
+        return _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
+                    callback)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt, callback):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_fit_optimizer(
+        config["optimizer"], model, params, config["lr"], config["lr_manifold"],
+        **config["optimizer_kwargs"],
+    )
+    losses: list[float] = []
+    start, elapsed0 = 0, 0.0
+    es = {"ema": None, "best": math.inf, "best_it": 0}
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer_state"])
+        start = int(ckpt["iteration"])
+        losses = list(ckpt["losses"].tolist())
+        elapsed0 = float(ckpt["elapsed"])
+        es = dict(ckpt["early_stopping"])
+        _set_rng_state(ckpt["rng"])
+
+    elbo = pyro.infer.Trace_ELBO(
+        num_particles=config["n_mc"], vectorize_particles=True, max_plate_nesting=2
+    )
+    needs_nll = bool(getattr(opt, "needs_sample_nll", False))
+    burnin = config["burnin"]
+    reason, converged = "max_iter", False
+    t0 = time.perf_counter()
+    last_good = _snapshot(model)
+
+    def save_checkpoint(it: int) -> None:
+        if checkpoint is None:
+            return
+        blob = {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": model.config(),
+            "model_state": _plain_state(model),
+            "optimizer_state": opt.state_dict(),
+            "iteration": it,
+            "losses": torch.tensor(losses, dtype=torch.float64),
+            "elapsed": elapsed0 + time.perf_counter() - t0,
+            "early_stopping": es,
+            "rng": _rng_state(),
+            "config": config,
+        }
+        tmp = Path(str(checkpoint) + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(checkpoint)
+
+    bar = tqdm(range(start, n_iter), disable=not progress, desc="mGPLVM", leave=False,
+               initial=start, total=n_iter)
+    it = start
+    for it in bar:
+        t_idx = _batch_indices(model.n_time, config["batch_size"], config["batch_mode"],
+                               model.device)
+        beta = 1.0 if burnin <= 0 else 1.0 - math.exp(-(it + 1) / burnin)
+        opt.zero_grad()
+        bad = None
+        try:
+            loss = elbo.differentiable_loss(model.model, model.guide, Y, t_idx, beta)
+            if not torch.isfinite(loss):
+                bad = "nan"
+            else:
+                loss.backward()
+                if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
+                    bad = "nan"
+        except NotPSDError as err:
+            bad = "cholesky"
+            warnings.warn(f"Cholesky failed at iteration {it}: {err}", stacklevel=3)
+        if bad is not None:
+            _restore(model, last_good)
+            warnings.warn(
+                f"{'non-finite loss or gradient' if bad == 'nan' else 'Cholesky failure'} at "
+                f"iteration {it}: stopping with the last good parameters restored",
+                RuntimeWarning, stacklevel=3,
+            )
+            reason = bad
+            break
+        last_good = _snapshot(model)
+        if needs_nll:
+            from mgplvm.optim import pyro_sample_nll
+
+            opt.set_sample_nll_fn(pyro_sample_nll(model.model, model.guide, Y, t_idx, beta))
+        opt.step()
+        value = float(loss.detach())
+        losses.append(value)
+        if progress and (it % 10 == 0 or it == n_iter - 1):
+            bar.set_postfix(elbo=f"{-value:.4g}", beta=f"{beta:.2f}")
+        stop = bool(callback(it, value, model)) if callback is not None else False
+        if config["early_stopping"]:
+            a = config["ema"]
+            es["ema"] = value if es["ema"] is None else (1 - a) * es["ema"] + a * value
+            if es["ema"] < es["best"] - config["rtol"] * abs(es["best"]) or es["best"] == math.inf:
+                es["best"], es["best_it"] = es["ema"], it
+            elif beta > 0.99 and it - es["best_it"] >= config["patience"]:
+                reason, converged = "converged", True
+                stop = True
+        if checkpoint is not None and (it + 1) % checkpoint_every == 0:
+            save_checkpoint(it + 1)
+        if stop:
+            if reason == "max_iter":
+                reason = "callback"
+            break
+    bar.close()
+    n_done = len(losses)
+    if checkpoint is not None:
+        save_checkpoint(n_done)
+    return FitResult(
+        losses=np.asarray(losses, dtype=np.float64),
+        elapsed=elapsed0 + time.perf_counter() - t0,
+        n_iter=n_done,
+        converged=converged,
+        reason=reason,
+        config=config,
+    )
+
+
+def _snapshot(model: MGPLVM) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def _restore(model: MGPLVM, state: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(state)
+
+
+def _diff(a: dict, b: dict) -> str:
+    keys = sorted(set(a) | set(b))
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))

@@ -1,0 +1,697 @@
+"""Latent posteriors and priors of the mGPLVM as Pyro distributions.
+
+Shapes: latents ``g`` are ``(trials, time, ambient_dim)`` points; with Monte-Carlo particles in
+front, ``(n_mc, trials, time, ambient_dim)``. Every distribution here has batch shape
+``(trials, time)`` and event shape ``(ambient_dim,)``, so it sits inside the model's
+``trials``/``time`` plates and its ``log_prob`` returns one term per time bin.
+
+* :class:`ReLieNormal` — the ReLie variational family ``g = μ · Exp(x)``, ``x ~ N(0, Σ_t)`` with
+  ``log q(g) = wrapped_log_prob(Log(μ⁻¹ g), L_t)`` (sum over the preimages of ``Exp``).
+* :class:`ManifoldUniform` — the uniform (Haar) prior, ``log p = manifold.log_uniform()``.
+* :class:`LieIncrementProcess` — Brownian motion / AR(1) on Lie-algebra increments; the joint
+  log-density of a window of (sorted) time bins is split into per-bin conditionals
+  ``log p(g_{t_1}) + Σ_j log p(g_{t_j} | g_{t_{j−1}})``.
+* :class:`GPTimeProcess` — a GP prior over time for Euclidean latents (RBF in time), split into
+  per-bin conditionals through the Cholesky factor.
+
+:class:`ReLiePosterior` holds the variational parameters (μ as a :class:`geoopt.ManifoldParameter`,
+Cholesky factors of Σ_t) and the prior modules (:class:`UniformPrior`, :class:`BrownianPrior`,
+:class:`AR1Prior`, :class:`GPPrior`) hold the learnable prior parameters. :func:`pca_init` gives
+data-driven initial latent means.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import geoopt
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+from torch import nn
+
+from mgplvm.manifolds import Euclid, LatentManifold, Torus
+
+__all__ = [
+    "ReLieNormal",
+    "ManifoldUniform",
+    "LieIncrementProcess",
+    "GPTimeProcess",
+    "ReLiePosterior",
+    "LatentPrior",
+    "UniformPrior",
+    "BrownianPrior",
+    "AR1Prior",
+    "GPPrior",
+    "PRIORS",
+    "get_prior",
+    "default_prior",
+    "pca_init",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _inv_softplus(x: torch.Tensor) -> torch.Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+def _time_index(t_idx: torch.Tensor | None, n_time: int, device=None) -> torch.Tensor:
+    if t_idx is None:
+        return torch.arange(n_time, device=device)
+    return torch.as_tensor(t_idx, device=device)
+
+
+# ------------------------------------------------------------------------------ distributions
+class ReLieNormal(TorchDistribution):
+    """ReLie variational distribution ``g = μ · Exp(x)``, ``x ~ N(0, L Lᵀ)`` on a manifold.
+
+    Args:
+        manifold: a :class:`~mgplvm.manifolds.LatentManifold`.
+        mu: ``(*batch, ambient_dim)`` points (e.g. ``(trials, time, ambient)``).
+        scale_tril: ``(*batch, dim, dim)`` lower-triangular factors with positive diagonal.
+        kmax: wrapping terms per dimension in :meth:`log_prob`.
+
+    ``rsample`` is reparameterised; ``log_prob(g) = manifold.wrapped_log_prob(manifold.logmap_coords
+    (μ, g), L)`` is the density w.r.t. the Riemannian volume (so ``−E[log_prob]`` is the entropy).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(
+        self,
+        manifold: LatentManifold,
+        mu: torch.Tensor,
+        scale_tril: torch.Tensor,
+        kmax: int = 5,
+        validate_args: bool | None = None,
+    ) -> None:
+        if mu.shape[-1] != manifold.ambient_dim:
+            raise ValueError(
+                f"mu has shape {tuple(mu.shape)}; points on {manifold!r} need a trailing "
+                f"dimension of {manifold.ambient_dim}"
+            )
+        if scale_tril.shape[-2:] != (manifold.dim, manifold.dim):
+            raise ValueError(
+                f"scale_tril has shape {tuple(scale_tril.shape)}; expected (..., {manifold.dim}, "
+                f"{manifold.dim})"
+            )
+        self.manifold = manifold
+        self.mu = mu
+        self.scale_tril = scale_tril
+        self.kmax = int(kmax)
+        batch_shape = torch.broadcast_shapes(mu.shape[:-1], scale_tril.shape[:-2])
+        super().__init__(batch_shape, torch.Size([manifold.ambient_dim]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> ReLieNormal:
+        batch_shape = torch.Size(batch_shape)
+        d, a = self.manifold.dim, self.manifold.ambient_dim
+        return ReLieNormal(
+            self.manifold,
+            self.mu.expand(batch_shape + (a,)),
+            self.scale_tril.expand(batch_shape + (d, d)),
+            self.kmax,
+        )
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The location μ (the Fréchet mean for symmetric Σ on groups), ``(*batch, ambient)``."""
+        return self.mu.expand(self.batch_shape + self.event_shape)
+
+    def rsample_coords(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Tangent coordinates ``x = L ε``, ``(*sample_shape, *batch, dim)``."""
+        shape = torch.Size(sample_shape) + self.batch_shape + (self.manifold.dim,)
+        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
+        return (self.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """``g = μ · Exp(L ε)``, ``(*sample_shape, *batch, ambient)``."""
+        return self.manifold.expmap_coords(self.mu, self.rsample_coords(sample_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log q(g)``, ``(*sample, *batch)``."""
+        v = self.manifold.logmap_coords(self.mu, value)
+        return self.manifold.wrapped_log_prob(v, self.scale_tril, self.kmax)
+
+
+class ManifoldUniform(TorchDistribution):
+    """Uniform (Haar) distribution on a compact manifold; ``log_prob = manifold.log_uniform()``."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(
+        self,
+        manifold: LatentManifold,
+        batch_shape: torch.Size = torch.Size(),
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        if not manifold.is_compact:
+            raise ValueError(f"{manifold!r} is not compact: it has no uniform distribution")
+        self.manifold = manifold
+        self._dtype, self._device = dtype, device
+        super().__init__(
+            torch.Size(batch_shape), torch.Size([manifold.ambient_dim]), validate_args=False
+        )
+
+    def expand(self, batch_shape, _instance=None) -> ManifoldUniform:
+        return ManifoldUniform(self.manifold, batch_shape, self._dtype, self._device)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        return self.manifold.random(shape, dtype=self._dtype, device=self._device)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.full(
+            value.shape[:-1], self.manifold.log_uniform(), dtype=value.dtype, device=value.device
+        )
+
+
+class LieIncrementProcess(TorchDistribution):
+    """Brownian motion or AR(1) on Lie-algebra increments, for the bins ``times`` (sorted).
+
+    Brownian (``ar_coef=None``): ``g_{t+1} = g_t · Exp(ε)``, ``ε ~ N(0, diag(σ²))`` per bin, so
+    between bins ``t < t'``: ``log p(g_{t'} | g_t) = wrapped_log_prob(Log(g_t⁻¹ g_{t'}),
+    σ √(t' − t))``.
+
+    AR(1) (``ar_coef=a ∈ (0, 1)``): the point decays toward the identity,
+    ``g_{t+1} = Exp(a · Log g_t) · Exp(ε)``; over a gap of ``k`` bins the centre is
+    ``Exp(a^k Log g_t)`` and the variance ``σ² (1 − a^{2k}) / (1 − a²)`` (exact on Rᵈ; on compact
+    groups the principal Log makes this an approximation, and the decay toward the identity breaks
+    the symmetry of the uniform prior — Brownian is the natural choice there).
+
+    The first bin has the uniform density on compact manifolds, and ``N(0, init_sd²)`` on Rᵈ
+    (``init_sd = σ / √(1 − a²)``, the stationary s.d., for AR(1)).
+
+    ``log_prob(g)`` for ``g (..., trials, time, ambient)`` returns ``(..., trials, time)``: entry
+    ``j`` is ``log p(g_{t_j} | g_{t_{j−1}})`` (``log p(g_{t_1})`` for ``j = 0``), summing to the
+    joint log-density of the window.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(
+        self,
+        manifold: LatentManifold,
+        step_sd: torch.Tensor,
+        times: torch.Tensor,
+        n_trials: int = 1,
+        ar_coef: torch.Tensor | None = None,
+        init_sd: torch.Tensor | None = None,
+        kmax: int = 5,
+    ) -> None:
+        self.manifold = manifold
+        self.step_sd = step_sd  # (dim,)
+        self.times = torch.as_tensor(times)
+        self.ar_coef = ar_coef
+        self.kmax = kmax
+        if init_sd is None:
+            if ar_coef is not None:
+                init_sd = step_sd / torch.sqrt(1 - ar_coef**2)
+            else:
+                init_sd = torch.ones_like(step_sd)
+        self.init_sd = init_sd
+        batch = torch.Size([int(n_trials), len(self.times)])
+        super().__init__(batch, torch.Size([manifold.ambient_dim]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape[-2:] != self.batch_shape:
+            raise ValueError("LieIncrementProcess can only be expanded on the left")
+        return _LeftExpanded(self, batch_shape)
+
+    def _init_log_prob(self, g0: torch.Tensor) -> torch.Tensor:
+        if self.manifold.is_compact:
+            return torch.full(
+                g0.shape[:-1], self.manifold.log_uniform(), dtype=g0.dtype, device=g0.device
+            )
+        v = self.manifold.log0(g0)
+        return _diag_normal_log_prob(v, self.init_sd)
+
+    def _transition(self, gaps: torch.Tensor):
+        """Per-gap (centre map, s.d. ``(gaps, dim)``)."""
+        gaps = gaps.to(self.step_sd.dtype)
+        if self.ar_coef is None:
+            return None, self.step_sd * gaps.unsqueeze(-1).sqrt()
+        a = self.ar_coef
+        ak = a ** gaps
+        var = self.step_sd**2 * ((1 - ak**2) / (1 - a**2)).unsqueeze(-1)
+        return ak, var.sqrt()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        lp0 = self._init_log_prob(value[..., :1, :])
+        if value.shape[-2] == 1:
+            return lp0
+        gaps = (self.times[1:] - self.times[:-1]).to(value.device)
+        ak, sd = self._transition(gaps)
+        prev, cur = value[..., :-1, :], value[..., 1:, :]
+        if ak is not None:
+            prev = self.manifold.exp0(ak.unsqueeze(-1) * self.manifold.log0(prev))
+        v = self.manifold.logmap_coords(prev, cur)  # (..., trials, time - 1, dim)
+        L = torch.diag_embed(sd)  # (time - 1, dim, dim)
+        lp = self.manifold.wrapped_log_prob(v, L, self.kmax)
+        return torch.cat([lp0, lp], dim=-1)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Simulate forward in time (a Python loop over bins; for prior draws only)."""
+        m = self.manifold
+        dtype, device = self.step_sd.dtype, self.step_sd.device
+        shape = torch.Size(sample_shape) + self.batch_shape[:-1]
+        with torch.no_grad():
+            if m.is_compact:
+                g = m.random(shape, dtype=dtype, device=device)
+            else:
+                g = m.exp0(self.init_sd * torch.randn(*shape, m.dim, dtype=dtype, device=device))
+            out = [g]
+            gaps = self.times[1:] - self.times[:-1]
+            ak, sd = self._transition(gaps)
+            for j in range(len(gaps)):
+                centre = g if ak is None else m.exp0(ak[j] * m.log0(g))
+                eps = sd[j] * torch.randn(*shape, m.dim, dtype=dtype, device=device)
+                g = m.expmap_coords(centre, eps)
+                out.append(g)
+        return torch.stack(out, dim=-2)
+
+
+class GPTimeProcess(TorchDistribution):
+    """Independent GPs over time for each coordinate of Euclidean latents.
+
+    ``x_{:, i} ~ N(0, K + jitter·I)``, ``K_{jk} = exp(−(t_j − t_k)² / 2τ²)`` (``times`` in bins;
+    unit variance — the scale of Euclidean latents is not identifiable against the lengthscale).
+    ``log_prob(x)`` for ``x (..., trials, time, d)`` returns ``(..., trials, time)``: the sequential
+    conditionals ``log p(x_{t_j} | x_{t_<j})`` obtained from the Cholesky factor (``z = L⁻¹x``,
+    term ``j`` = ``Σ_i −½ z_{ji}² − log L_jj − ½ log 2π``).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(
+        self,
+        manifold: LatentManifold,
+        timescale: torch.Tensor,
+        times: torch.Tensor,
+        n_trials: int = 1,
+        jitter: float = 1e-3,
+    ) -> None:
+        self.manifold = manifold
+        self.timescale = timescale
+        self.times = torch.as_tensor(times)
+        self.jitter = float(jitter)
+        batch = torch.Size([int(n_trials), len(self.times)])
+        super().__init__(batch, torch.Size([manifold.ambient_dim]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape[-2:] != self.batch_shape:
+            raise ValueError("GPTimeProcess can only be expanded on the left")
+        return _LeftExpanded(self, batch_shape)
+
+    def cholesky(self) -> torch.Tensor:
+        t = self.times.to(self.timescale)
+        K = torch.exp(-0.5 * (t[:, None] - t[None, :]).pow(2) / self.timescale**2)
+        K = K + self.jitter * torch.eye(len(t), dtype=K.dtype, device=K.device)
+        return torch.linalg.cholesky(K)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        L = self.cholesky()
+        z = torch.linalg.solve_triangular(L, value, upper=False)  # (..., time, d)
+        d = value.shape[-1]
+        return -0.5 * z.pow(2).sum(-1) - d * (torch.diagonal(L).log() + 0.5 * _LOG_2PI)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        L = self.cholesky()
+        shape = torch.Size(sample_shape) + self.batch_shape + (self.manifold.dim,)
+        with torch.no_grad():
+            eps = torch.randn(shape, dtype=L.dtype, device=L.device)
+            return L @ eps
+
+
+class _LeftExpanded(TorchDistribution):
+    """A time-coupled process broadcast over extra leading (particle) dimensions."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(self, base: TorchDistribution, batch_shape: torch.Size) -> None:
+        self.base = base
+        super().__init__(batch_shape, base.event_shape, validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        return _LeftExpanded(self.base, torch.Size(batch_shape))
+
+    def log_prob(self, value):
+        return self.base.log_prob(value).expand(
+            torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        )
+
+    def sample(self, sample_shape=torch.Size()):
+        extra = self.batch_shape[: len(self.batch_shape) - len(self.base.batch_shape)]
+        return self.base.sample(torch.Size(sample_shape) + extra)
+
+
+def _diag_normal_log_prob(v: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    return (-0.5 * (v / sd).pow(2) - sd.log() - 0.5 * _LOG_2PI).sum(-1)
+
+
+# ------------------------------------------------------------------------------ posterior module
+class ReLiePosterior(nn.Module):
+    """Variational posterior over the latents: ``q(g_{s,t}) = ReLieNormal(μ_{s,t}, L_{s,t})``.
+
+    Args:
+        manifold: the latent manifold.
+        n_trials, n_time: shape of the latent grid.
+        cov: ``"full"`` (Cholesky ``L_t``: free strict lower triangle, softplus diagonal) or
+            ``"diagonal"`` (softplus s.d. per coordinate).
+        init_sd: initial posterior s.d. of every tangent coordinate.
+        mu: initial means ``(trials, time, ambient)``; default uniform random (compact) or
+            standard normal (Rᵈ).
+        kmax: wrapping terms in ``log q``.
+
+    ``mu`` is a :class:`geoopt.ManifoldParameter` (Riemannian optimisers keep it on the manifold).
+    """
+
+    def __init__(
+        self,
+        manifold: LatentManifold,
+        n_trials: int,
+        n_time: int,
+        cov: str = "full",
+        init_sd: float = 0.1,
+        mu: torch.Tensor | None = None,
+        kmax: int = 5,
+    ) -> None:
+        super().__init__()
+        if cov not in ("full", "diagonal"):
+            raise ValueError(f"cov must be 'full' or 'diagonal', got {cov!r}")
+        self.manifold = manifold
+        self.n_trials, self.n_time = int(n_trials), int(n_time)
+        self.cov = cov
+        self.kmax = int(kmax)
+        d = manifold.dim
+        if mu is None:
+            mu = manifold.random(self.n_trials, self.n_time)
+        mu = torch.as_tensor(mu, dtype=torch.get_default_dtype())
+        if mu.shape != (self.n_trials, self.n_time, manifold.ambient_dim):
+            raise ValueError(
+                f"initial latent means have shape {tuple(mu.shape)}; expected "
+                f"{(self.n_trials, self.n_time, manifold.ambient_dim)}"
+            )
+        self.mu = geoopt.ManifoldParameter(manifold.projx(mu.clone()), manifold=manifold)
+        raw_diag = _inv_softplus(torch.tensor(float(init_sd)))
+        if cov == "full":
+            raw = torch.zeros(self.n_trials, self.n_time, d, d)
+            raw.diagonal(dim1=-2, dim2=-1).fill_(raw_diag)
+        else:
+            raw = torch.full((self.n_trials, self.n_time, d), float(raw_diag))
+        self.raw_scale = nn.Parameter(raw)
+
+    def config(self) -> dict[str, Any]:
+        return {"cov": self.cov, "kmax": self.kmax}
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """Cholesky factors ``L_{s,t}`` of Σ, ``(trials, time, dim, dim)``."""
+        if self.cov == "diagonal":
+            return torch.diag_embed(F.softplus(self.raw_scale))
+        raw = self.raw_scale
+        return torch.tril(raw, -1) + torch.diag_embed(
+            F.softplus(torch.diagonal(raw, dim1=-2, dim2=-1))
+        )
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Σ_{s,t} = L Lᵀ, ``(trials, time, dim, dim)``."""
+        L = self.scale_tril
+        return L @ L.transpose(-1, -2)
+
+    def distribution(self, t_idx: torch.Tensor | None = None) -> ReLieNormal:
+        """``q(g)`` for the bins ``t_idx`` (all if None): batch ``(trials, len(t_idx))``."""
+        mu, L = self.mu, self.scale_tril
+        if t_idx is not None:
+            mu, L = mu[:, t_idx], L[:, t_idx]
+        return ReLieNormal(self.manifold, mu, L, self.kmax)
+
+    @torch.no_grad()
+    def set_mean(self, mu: torch.Tensor) -> None:
+        """Overwrite μ with ``(trials, time, ambient)`` points (projected onto the manifold)."""
+        mu = torch.as_tensor(mu, dtype=self.mu.dtype, device=self.mu.device)
+        self.mu.copy_(self.manifold.projx(mu.expand_as(self.mu)))
+
+    @torch.no_grad()
+    def set_sd(self, sd: float) -> None:
+        """Reset Σ_t to ``sd² I`` for every bin."""
+        raw = float(_inv_softplus(torch.tensor(float(sd))))
+        if self.cov == "full":
+            self.raw_scale.zero_()
+            self.raw_scale.diagonal(dim1=-2, dim2=-1).fill_(raw)
+        else:
+            self.raw_scale.fill_(raw)
+
+
+# ------------------------------------------------------------------------------ prior modules
+class LatentPrior(nn.Module):
+    """Base class of latent priors: ``distribution(n_trials, t_idx, n_time)`` returns a Pyro
+    distribution with batch shape ``(n_trials, len(t_idx))`` whose ``log_prob`` splits the joint
+    log-density of the window into per-bin terms."""
+
+    name = "base"
+    time_coupled = False
+
+    def __init__(self, manifold: LatentManifold) -> None:
+        super().__init__()
+        self.manifold = manifold
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def distribution(
+        self, n_trials: int, t_idx: torch.Tensor | None, n_time: int
+    ) -> TorchDistribution:
+        raise NotImplementedError
+
+    def _ref(self) -> torch.Tensor:
+        """A tensor giving the dtype/device the prior should use."""
+        p = next(self.parameters(), None)
+        if p is None:
+            p = next(self.buffers(), None)
+        return p if p is not None else torch.empty(0)
+
+
+class UniformPrior(LatentPrior):
+    """Uniform (Haar) prior, independent over bins: ``log p(g) = manifold.log_uniform()``."""
+
+    name = "uniform"
+
+    def __init__(self, manifold: LatentManifold) -> None:
+        super().__init__(manifold)
+        if not manifold.is_compact:
+            raise ValueError(f"the uniform prior needs a compact manifold, not {manifold!r}")
+        self.register_buffer("_ref_buf", torch.zeros(()))
+
+    def distribution(self, n_trials, t_idx, n_time):
+        nt = n_time if t_idx is None else len(t_idx)
+        ref = self._ref()
+        return ManifoldUniform(self.manifold, (n_trials, nt), ref.dtype, ref.device)
+
+
+class BrownianPrior(LatentPrior):
+    """Random walk on Lie-algebra increments with a learned step s.d. per coordinate (``step_sd``,
+    ``(dim,)``, in radians per bin on compact manifolds). See :class:`LieIncrementProcess`."""
+
+    name = "brownian"
+    time_coupled = True
+
+    def __init__(
+        self, manifold: LatentManifold, step_sd: float = 0.2, learn: bool = True
+    ) -> None:
+        super().__init__(manifold)
+        raw = _inv_softplus(torch.full((manifold.dim,), float(step_sd)))
+        self.raw_step_sd = nn.Parameter(raw, requires_grad=learn)
+        self.learn = bool(learn)
+
+    def config(self) -> dict[str, Any]:
+        return {"learn": self.learn}
+
+    @property
+    def step_sd(self) -> torch.Tensor:
+        return F.softplus(self.raw_step_sd)
+
+    def distribution(self, n_trials, t_idx, n_time):
+        times = _time_index(t_idx, n_time, self.raw_step_sd.device)
+        return LieIncrementProcess(self.manifold, self.step_sd, times, n_trials)
+
+
+class AR1Prior(BrownianPrior):
+    """AR(1) decaying toward the identity: ``g_{t+1} = Exp(a Log g_t) · Exp(ε)`` with learned
+    ``a = sigmoid(raw) ∈ (0, 1)`` and step s.d.; see :class:`LieIncrementProcess`."""
+
+    name = "ar1"
+
+    def __init__(
+        self, manifold: LatentManifold, step_sd: float = 0.2, ar_coef: float = 0.95,
+        learn: bool = True,
+    ) -> None:
+        super().__init__(manifold, step_sd, learn)
+        a = torch.tensor(float(ar_coef))
+        self.raw_ar_coef = nn.Parameter(torch.log(a / (1 - a)), requires_grad=learn)
+
+    @property
+    def ar_coef(self) -> torch.Tensor:
+        return torch.sigmoid(self.raw_ar_coef)
+
+    def distribution(self, n_trials, t_idx, n_time):
+        times = _time_index(t_idx, n_time, self.raw_step_sd.device)
+        return LieIncrementProcess(
+            self.manifold, self.step_sd, times, n_trials, ar_coef=self.ar_coef
+        )
+
+
+class GPPrior(LatentPrior):
+    """GP prior over time for Euclidean latents: RBF in time (bins) with a learned ``timescale``,
+    unit variance. See :class:`GPTimeProcess`."""
+
+    name = "gp"
+    time_coupled = True
+
+    def __init__(
+        self, manifold: LatentManifold, timescale: float = 10.0, learn: bool = True,
+        jitter: float = 1e-3,
+    ) -> None:
+        super().__init__(manifold)
+        if manifold.is_compact:
+            raise ValueError(
+                f"the GP prior over time is for Euclidean latents; {manifold!r} is compact "
+                "(use 'uniform' or 'brownian')"
+            )
+        self.raw_timescale = nn.Parameter(
+            _inv_softplus(torch.tensor(float(timescale))), requires_grad=learn
+        )
+        self.learn = bool(learn)
+        self.jitter = float(jitter)
+
+    def config(self) -> dict[str, Any]:
+        return {"learn": self.learn, "jitter": self.jitter}
+
+    @property
+    def timescale(self) -> torch.Tensor:
+        return F.softplus(self.raw_timescale)
+
+    def distribution(self, n_trials, t_idx, n_time):
+        times = _time_index(t_idx, n_time, self.raw_timescale.device)
+        return GPTimeProcess(self.manifold, self.timescale, times, n_trials, self.jitter)
+
+
+PRIORS: dict[str, type[LatentPrior]] = {
+    "uniform": UniformPrior,
+    "brownian": BrownianPrior,
+    "ar1": AR1Prior,
+    "gp": GPPrior,
+}
+
+
+def default_prior(manifold: LatentManifold) -> str:
+    """``"uniform"`` on compact manifolds, ``"gp"`` on Rᵈ."""
+    return "uniform" if manifold.is_compact else "gp"
+
+
+def get_prior(name: str | None, manifold: LatentManifold, **kwargs: Any) -> LatentPrior:
+    """Build a prior by name (``None`` -> :func:`default_prior`)."""
+    name = default_prior(manifold) if name is None else name.lower()
+    if name not in PRIORS:
+        raise ValueError(f"unknown latent prior {name!r}; choose one of {sorted(PRIORS)}")
+    return PRIORS[name](manifold, **kwargs)
+
+
+# ------------------------------------------------------------------------------ initialisation
+def _smooth_time(Y: torch.Tensor, sd_bins: float) -> torch.Tensor:
+    """Gaussian smoothing along the last axis (reflect padding)."""
+    if sd_bins <= 0:
+        return Y
+    half = int(math.ceil(3 * sd_bins))
+    half = min(half, Y.shape[-1] - 1)
+    if half < 1:
+        return Y
+    t = torch.arange(-half, half + 1, dtype=Y.dtype, device=Y.device)
+    w = torch.exp(-0.5 * (t / sd_bins) ** 2)
+    w = (w / w.sum()).reshape(1, 1, -1)
+    flat = Y.reshape(-1, 1, Y.shape[-1])
+    flat = F.pad(flat, (half, half), mode="reflect")
+    return F.conv1d(flat, w).reshape(Y.shape)
+
+
+def _principal_components(Y: torch.Tensor, k: int, smooth: float, sqrt: bool) -> torch.Tensor:
+    """Top-``k`` PC scores of smoothed, standardised ``Y``: ``(trials, time, k)``, unit variance."""
+    X = Y.sqrt() if sqrt else Y
+    X = _smooth_time(X, smooth)
+    trials, n, t = X.shape
+    X = X.transpose(1, 2).reshape(trials * t, n)
+    X = X - X.mean(0)
+    sd = X.std(0)
+    X = X / torch.where(sd > 0, sd, torch.ones_like(sd))
+    k_eff = min(k, n, X.shape[0])
+    U, S, _ = torch.linalg.svd(X, full_matrices=False)
+    pcs = U[:, :k_eff] * S[:k_eff]
+    if k_eff < k:
+        pcs = torch.cat([pcs, 1e-3 * torch.randn(X.shape[0], k - k_eff, dtype=X.dtype)], -1)
+    pcs = pcs / pcs.std(0).clamp_min(1e-12)
+    return pcs.reshape(trials, t, k)
+
+
+def pca_init(
+    Y: torch.Tensor,
+    manifold: LatentManifold,
+    smooth: float = 2.0,
+    sqrt: bool = True,
+) -> torch.Tensor:
+    """Initial latent means ``(trials, time, ambient)`` from principal components of ``Y``.
+
+    ``Y (trials, neurons, time)`` is square-root transformed (counts; ``sqrt=True``), smoothed in
+    time with a Gaussian of ``smooth`` bins, standardised per neuron and projected on its leading
+    PCs. Then, per manifold:
+
+    * Tᵈ: angle ``i`` = ``atan2(PC_{2i+2}, PC_{2i+1})`` — for a ring the two leading PCs of a
+      head-direction population trace a circle, so this recovers the angle up to a rotation and a
+      reflection;
+    * Rᵈ: the ``d`` leading PCs (unit variance);
+    * spheres / unit quaternions (``ambient_dim = dim + 1``): the ``ambient_dim`` leading PCs
+      normalised to unit length (``projx``);
+    * Products: the factors take consecutive PCs;
+    * anything else: uniform random points.
+    """
+    factors = getattr(manifold, "factors", None)
+    if factors:
+        parts, start = [], 0
+        need = sum(_n_pcs(f) for f in factors)
+        pcs = _principal_components(Y, need, smooth, sqrt)
+        for f in factors:
+            k = _n_pcs(f)
+            parts.append(_pcs_to_points(pcs[..., start : start + k], f))
+            start += k
+        return manifold.projx(torch.cat(parts, -1))
+    pcs = _principal_components(Y, _n_pcs(manifold), smooth, sqrt)
+    return _pcs_to_points(pcs, manifold)
+
+
+def _n_pcs(manifold: LatentManifold) -> int:
+    if isinstance(manifold, Torus):
+        return 2 * manifold.dim
+    if isinstance(manifold, Euclid):
+        return manifold.dim
+    return manifold.ambient_dim
+
+
+def _pcs_to_points(pcs: torch.Tensor, manifold: LatentManifold) -> torch.Tensor:
+    if isinstance(manifold, Torus):
+        return torch.atan2(pcs[..., 1::2], pcs[..., 0::2])
+    if isinstance(manifold, Euclid):
+        return pcs
+    if manifold.ambient_dim == manifold.dim + 1:
+        x = pcs / pcs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return manifold.projx(x)
+    return manifold.random(pcs.shape[:-1], dtype=pcs.dtype)

@@ -1,0 +1,970 @@
+"""The manifold GPLVM (Jensen et al. 2020) as a Pyro model / guide pair.
+
+Generative model, for trials ``s``, neurons ``n`` and time bins ``t``::
+
+    g_{s,t} ~ p(g)                       latent on a manifold (uniform, Brownian, AR(1), GP prior)
+    f_n ~ GP(c_n, k_n)                   per-neuron tuning curve, k_n = s_n² φ(D(g, g') / ℓ_n²)
+    y_{s,n,t} ~ p(y | f_n(g_{s,t}))      Gaussian / Poisson / negative binomial
+
+Tuning curves are a sparse variational GP built from GPyTorch: an
+:class:`gpytorch.models.ApproximateGP` with a whitened :class:`~gpytorch.variational.
+VariationalStrategy`, a variational distribution over ``M`` inducing values batched over neurons
+(``batch_shape=(N,)``) and ``M`` inducing points on the manifold, one
+:class:`geoopt.ManifoldParameter` ``(M, ambient)`` shared by all neurons.
+
+The ELBO, estimated by Pyro's ``Trace_ELBO(num_particles=n_mc, vectorize_particles=True)``::
+
+    ELBO = Σ_{s,t} E_q(g)[ E_q(f|g)[log p(y_{s,:,t} | f)] + β (log p(g) − log q(g)) ]
+           − Σ_n KL(q(u_n) ‖ p(u_n))
+
+The latents are the Pyro sample site ``"g"`` (guide: :class:`~mgplvm.latents.ReLieNormal`); the GP
+part is added with ``pyro.factor``: ``"y"`` (the expected log-likelihood, closed form or
+Gauss–Hermite, inside the ``trials``/``time`` plates so that minibatches are rescaled) and
+``"kl_u"`` (from ``variational_strategy.kl_divergence()``). All ``n_mc × trials × time`` latent
+samples go through the GP in one call with inputs ``(P, ambient)``.
+
+Speed: for the ScaleKernel(ManifoldRBFKernel / ManifoldMaternKernel) kernels the predictive
+marginals ``E_q[f]``, ``Var_q[f]`` at the ``P`` inputs are computed by a fused, chunked autograd
+function (:class:`_SVGPMarginals`) equal to GPyTorch's whitened ``VariationalStrategy`` output:
+with ``L = chol(K_uu + jitter)``, ``α = L⁻ᵀ m`` and ``B = L⁻ᵀ (S − I) L⁻¹`` (``(N, M, M)``, formed
+once), ``mean = c + K_fu α`` and ``var = s² + jitter + diag(K_fu B K_uf)``. The chordal distances
+``(P, M)`` are computed once for all neurons; no ``P × P`` matrix is formed; forward and backward
+each cost one batched ``N M² P`` matmul and memory stays ``O(N M chunk)`` when needed. In float32 a
+whitened variant (GPyTorch's ``ComputePredictiveUpdates``) is used instead, which avoids the
+cancellation in ``B``. Other kernels go through ``ApproximateGP.__call__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geoopt
+import gpytorch
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from gpytorch.kernels import ScaleKernel
+from gpytorch.variational.variational_strategy import ComputePredictiveUpdates
+from linear_operator.utils.cholesky import psd_safe_cholesky
+from torch import nn
+
+from mgplvm.kernels import ManifoldMaternKernel, ManifoldRBFKernel, factor_sqdists
+from mgplvm.latents import LatentPrior, ReLiePosterior, get_prior, pca_init
+from mgplvm.likelihoods import GaussianLikelihood, MGPLVMLikelihood, get_likelihood
+from mgplvm.manifolds import Euclid, LatentManifold, Torus
+
+__all__ = [
+    "MGPLVM",
+    "TuningGP",
+    "LatentPosteriorSummary",
+    "VARIATIONAL_DISTRIBUTIONS",
+    "manifold_from_name",
+]
+
+FORMAT = "mgplvm.MGPLVM/1"
+
+VARIATIONAL_DISTRIBUTIONS = {
+    "cholesky": gpytorch.variational.CholeskyVariationalDistribution,
+    "natural": gpytorch.variational.NaturalVariationalDistribution,
+    "tril_natural": gpytorch.variational.TrilNaturalVariationalDistribution,
+    "meanfield": gpytorch.variational.MeanFieldVariationalDistribution,
+}
+
+_KERNELS = {"rbf": None, "matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
+
+
+def manifold_from_name(name: str) -> LatentManifold:
+    """The manifold called ``name`` (``"T1"``, ``"R2"``, ``"S3"``, ``"SO3"``, ...)."""
+    try:
+        from mgplvm.manifolds import get_manifold  # type: ignore[attr-defined]
+    except ImportError:
+        get_manifold = None
+    if get_manifold is not None:
+        return get_manifold(name)
+    m = re.fullmatch(r"([TR])(\d+)", name)
+    if m is None:
+        raise ValueError(f"unknown manifold name {name!r}")
+    return (Torus if m.group(1) == "T" else Euclid)(int(m.group(2)))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# ------------------------------------------------------------------------------------ fused GP
+class _SVGPMarginals(torch.autograd.Function):
+    """Predictive-marginal updates of a whitened SVGP with a stationary chordal kernel.
+
+    Inputs: ``D (F, P, M)`` chordal squared distances per ARD factor between the ``P`` inputs and
+    the ``M`` inducing points (shared by all neurons); ``c (N, F)`` = ``1/ℓ²``; ``s2 (N,)``
+    outputscales; ``alpha (N, M)`` = ``L⁻ᵀ m``; ``B (N, M, M)`` = ``L⁻ᵀ(S − I)L⁻¹`` (symmetric).
+    With ``K_npm = s2_n φ(Σ_f c_nf D_fpm)`` returns ``mean (N, P) = K α`` and
+    ``quad (N, P) = diag(K B Kᵀ)``. Processes ``chunk`` inputs at a time; saves ``K`` and ``KB`` for
+    the backward pass when ``save`` (else recomputes them).
+    """
+
+    @staticmethod
+    def _kernel(D, c, s2, profile, nu, inplace=True):
+        # D (F, p, M) -> K (N, p, M), S (N, p, M) (S only for Matérn)
+        if D.shape[0] == 1:
+            S = c[:, 0, None, None] * D[0]
+        else:
+            S = torch.einsum("nf,fpm->npm", c, D)
+        if profile == "rbf":
+            if not inplace:  # differentiable by autograd
+                return torch.exp(-0.5 * S) * s2[:, None, None], None
+            K = S.mul_(-0.5).exp_().mul_(s2[:, None, None])
+            return K, None
+        r = S.clamp_min(0).sqrt()
+        if nu == 0.5:
+            phi = torch.exp(-r)
+        elif nu == 1.5:
+            a = math.sqrt(3.0) * r
+            phi = (1 + a) * torch.exp(-a)
+        else:
+            a = math.sqrt(5.0) * r
+            phi = (1 + a + a.pow(2) / 3) * torch.exp(-a)
+        return phi * s2[:, None, None], S
+
+    @staticmethod
+    def _dphi(S, nu):
+        """dφ/dS for the Matérn profiles (zero at S = 0 for ν = 1/2, as in mgplvm.kernels)."""
+        r = S.clamp_min(0).sqrt()
+        if nu == 0.5:
+            return torch.where(r > 0, -torch.exp(-r) / (2 * r.clamp_min(1e-30)), 0.0)
+        if nu == 1.5:
+            return -1.5 * torch.exp(-math.sqrt(3.0) * r)
+        a = math.sqrt(5.0) * r
+        return -(5.0 / 6.0) * (1 + a) * torch.exp(-a)
+
+    @staticmethod
+    def forward(ctx, D, c, s2, alpha, B, profile, nu, chunk, save):
+        N, M = alpha.shape
+        P = D.shape[1]
+        mean = D.new_empty(N, P)
+        quad = D.new_empty(N, P)
+        saved = []
+        for p0 in range(0, P, chunk):
+            sl = slice(p0, min(P, p0 + chunk))
+            K, _ = _SVGPMarginals._kernel(D[:, sl], c, s2, profile, nu)
+            KB = torch.bmm(K, B)
+            quad[:, sl] = torch.linalg.vecdot(K, KB)
+            mean[:, sl] = torch.bmm(K, alpha.unsqueeze(-1)).squeeze(-1)
+            if save:
+                saved.append((K, KB))
+        ctx.saved_chunks = saved
+        ctx.profile, ctx.nu, ctx.chunk, ctx.save = profile, nu, chunk, save
+        ctx.save_for_backward(D, c, s2, alpha, B)
+        return mean, quad
+
+    @staticmethod
+    def backward(ctx, g_mean, g_quad):
+        D, c, s2, alpha, B = ctx.saved_tensors
+        profile, nu, chunk = ctx.profile, ctx.nu, ctx.chunk
+        need_D = ctx.needs_input_grad[0]
+        N, M = alpha.shape
+        F_, P = D.shape[0], D.shape[1]
+        gD = torch.empty_like(D) if need_D else None
+        gc = torch.zeros_like(c)
+        gs2 = torch.zeros_like(s2)
+        galpha = torch.zeros_like(alpha)
+        gB = torch.zeros_like(B)
+        if g_mean is None:
+            g_mean = torch.zeros(N, P, dtype=D.dtype, device=D.device)
+        if g_quad is None:
+            g_quad = torch.zeros(N, P, dtype=D.dtype, device=D.device)
+        for i, p0 in enumerate(range(0, P, chunk)):
+            sl = slice(p0, min(P, p0 + chunk))
+            Dc = D[:, sl]
+            if ctx.save:
+                K, KB = ctx.saved_chunks[i]
+                S = None
+            else:
+                K, S = _SVGPMarginals._kernel(Dc, c, s2, profile, nu)
+                KB = torch.bmm(K, B)
+            gm = g_mean[:, sl]
+            gq = g_quad[:, sl].unsqueeze(-1)
+            galpha += torch.bmm(gm.unsqueeze(1), K).squeeze(1)
+            gB += torch.bmm((K * gq).transpose(1, 2), K)
+            # dL/dK = gm α + 2 gq (K B)
+            gK = torch.addcmul(gm.unsqueeze(-1) * alpha.unsqueeze(1), KB, gq, value=2.0)
+            p = Dc.shape[1]
+            if profile == "rbf":
+                gKK = gK.mul_(K)  # dL/dK ⊙ K
+                gs2 += gKK.sum((1, 2)) / s2
+                gS = gKK.mul_(-0.5)  # dK/dS = −K/2
+            else:
+                if S is None:
+                    S = (
+                        c[:, 0, None, None] * Dc[0]
+                        if F_ == 1
+                        else torch.einsum("nf,fpm->npm", c, Dc)
+                    )
+                gs2 += (gK * K).sum((1, 2)) / s2
+                gS = gK.mul_(_SVGPMarginals._dphi(S, nu)).mul_(s2[:, None, None])
+            gS2 = gS.reshape(N, p * M)
+            gc += gS2 @ Dc.reshape(F_, p * M).T
+            if need_D:
+                gD[:, sl] = (c.T @ gS2).reshape(F_, p, M)
+        ctx.saved_chunks = None
+        gB = 0.5 * (gB + gB.transpose(1, 2))
+        return gD, gc, gs2, galpha, gB, None, None, None, None
+
+
+# ------------------------------------------------------------------------------------ GP module
+class TuningGP(gpytorch.models.ApproximateGP):
+    """Per-neuron tuning curves: an SVGP batched over neurons with shared manifold inducing points.
+
+    Args:
+        manifold: latent manifold.
+        n_neurons: batch size ``N`` of q(u), kernel and mean.
+        inducing_points: ``(M, ambient)`` initial inducing points (shared by all neurons).
+        kernel: ``"rbf"`` or ``"matern12" | "matern32" | "matern52"`` (wrapped in a ScaleKernel
+            with per-neuron outputscale; per-neuron lengthscales).
+        mean: ``"constant"`` (per neuron) or ``"zero"``.
+        variational_distribution: a name in :data:`VARIATIONAL_DISTRIBUTIONS` or a GPyTorch
+            ``_VariationalDistribution`` class (natural-parameter classes for NGD).
+        learn_inducing: learn the inducing points (a :class:`geoopt.ManifoldParameter`).
+    """
+
+    def __init__(
+        self,
+        manifold: LatentManifold,
+        n_neurons: int,
+        inducing_points: torch.Tensor,
+        kernel: str = "rbf",
+        mean: str = "constant",
+        variational_distribution: str | type = "cholesky",
+        learn_inducing: bool = True,
+        lengthscale: float = 1.0,
+        outputscale: float = 1.0,
+        ard: bool = True,
+    ) -> None:
+        M = inducing_points.shape[-2]
+        N = int(n_neurons)
+        if isinstance(variational_distribution, str):
+            if variational_distribution not in VARIATIONAL_DISTRIBUTIONS:
+                raise ValueError(
+                    f"unknown variational distribution {variational_distribution!r}; choose one "
+                    f"of {sorted(VARIATIONAL_DISTRIBUTIONS)} or pass a GPyTorch class"
+                )
+            vd_cls = VARIATIONAL_DISTRIBUTIONS[variational_distribution]
+        else:
+            vd_cls = variational_distribution
+        q_u = vd_cls(M, batch_shape=torch.Size([N]))
+        strategy = gpytorch.variational.VariationalStrategy(
+            self, inducing_points, q_u, learn_inducing_locations=learn_inducing
+        )
+        super().__init__(strategy)
+        if learn_inducing:  # gpytorch registered a plain Parameter: make it a ManifoldParameter
+            Z = strategy.inducing_points.detach().clone()
+            strategy.inducing_points = geoopt.ManifoldParameter(Z, manifold=manifold)
+        self.manifold = manifold
+        self.n_neurons = N
+        if mean == "constant":
+            self.mean_module = gpytorch.means.ConstantMean(batch_shape=torch.Size([N]))
+        elif mean == "zero":
+            self.mean_module = gpytorch.means.ZeroMean(batch_shape=torch.Size([N]))
+        else:
+            raise ValueError(f"mean must be 'constant' or 'zero', got {mean!r}")
+        if kernel not in _KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; choose one of {sorted(_KERNELS)}")
+        if _KERNELS[kernel] is None:
+            base = ManifoldRBFKernel(manifold, ard=ard, batch_shape=torch.Size([N]))
+        else:
+            base = ManifoldMaternKernel(
+                manifold, nu=_KERNELS[kernel], ard=ard, batch_shape=torch.Size([N])
+            )
+        self.covar_module = ScaleKernel(base, batch_shape=torch.Size([N]))
+        base.lengthscale = torch.full_like(base.lengthscale, float(lengthscale))
+        self.covar_module.outputscale = torch.full((N,), float(outputscale))
+        # initialise q(u) now (GPyTorch would do it lazily, consuming the RNG at first call)
+        q_u.initialize_variational_distribution(strategy.prior_distribution)
+        strategy.variational_params_initialized.fill_(1)
+
+    def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
+        """GP prior at ``x (..., P, ambient)``: batch ``(N,)`` MultivariateNormal."""
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+    @property
+    def inducing_points(self) -> torch.Tensor:
+        return self.variational_strategy.inducing_points
+
+    def kl_divergence(self) -> torch.Tensor:
+        """``KL(q(u_n) ‖ p(u_n))`` per neuron, ``(N,)`` (GPyTorch, whitened)."""
+        vs = self.variational_strategy
+        vs._clear_cache()
+        return vs.kl_divergence()
+
+
+# ------------------------------------------------------------------------------------ summaries
+@dataclass
+class LatentPosteriorSummary:
+    """Posterior over latents: ``mean (trials, time, ambient)`` (= μ), ``cov (trials, time, dim,
+    dim)`` (Σ of the tangent Gaussian), ``sd (trials, time, dim)``; on tori and Rᵈ per-coordinate
+    credible bands ``lower``/``upper`` ``(trials, time, dim)`` = μ ∓ z·sd (angles not wrapped);
+    ``radius (trials, time)``: the ``level`` quantile of the geodesic distance ``dist(μ, g)`` under
+    q (Monte Carlo)."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    sd: torch.Tensor
+    lower: torch.Tensor | None
+    upper: torch.Tensor | None
+    radius: torch.Tensor
+    level: float
+
+
+# ------------------------------------------------------------------------------------ the model
+class MGPLVM(nn.Module):
+    """Manifold GPLVM: latents on ``manifold``, SVGP tuning curves, Pyro ``model``/``guide``.
+
+    Args:
+        manifold: a :class:`~mgplvm.manifolds.LatentManifold` or its name (``"T1"``, ``"R2"``...).
+        n_neurons, n_time, n_trials: data shape ``Y (trials, neurons, time)``.
+        likelihood: ``"poisson"`` (default), ``"negbin"``, ``"gaussian"`` or a
+            :class:`~mgplvm.likelihoods.MGPLVMLikelihood` instance (not saved by name).
+        bin_size: seconds per bin for count likelihoods (rates are then in Hz).
+        link: ``"exp"`` or ``"softplus"`` for count likelihoods.
+        n_inducing: inducing points ``M`` (default 24 / 64 / 100 for 1- / 2- / ≥3-dim manifolds).
+        kernel: ``"rbf"`` or ``"matern12" | "matern32" | "matern52"``.
+        lengthscale, outputscale: initial kernel hyperparameters.
+        mean: ``"constant"`` (per neuron) or ``"zero"`` GP mean.
+        prior: ``"uniform"``, ``"brownian"``, ``"ar1"``, ``"gp"`` or None (uniform on compact
+            manifolds, GP over time on Rᵈ); ``prior_kwargs`` go to its constructor.
+        latent_cov: ``"full"`` or ``"diagonal"`` Σ_t; ``latent_sd``: its initial s.d.
+        variational_distribution: q(u) class name (``"cholesky"``, ``"natural"``,
+            ``"tril_natural"``, ``"meanfield"``) or a GPyTorch class.
+        Y: if given, initialise from data now (:meth:`init_from_data`); otherwise ``fit`` does it.
+        init: latent initialisation used with data: ``"pca"`` (default), ``"decode"``,
+            ``"random"``.
+        seed: seed for the random initial values (the global RNG is left untouched).
+        dtype: parameter dtype (default float64).
+    """
+
+    def __init__(
+        self,
+        manifold: LatentManifold | str,
+        n_neurons: int,
+        n_time: int,
+        n_trials: int = 1,
+        *,
+        likelihood: str | MGPLVMLikelihood = "poisson",
+        bin_size: float = 1.0,
+        link: str = "exp",
+        likelihood_kwargs: dict[str, Any] | None = None,
+        n_inducing: int | None = None,
+        kernel: str = "rbf",
+        lengthscale: float = 1.0,
+        outputscale: float = 1.0,
+        mean: str = "constant",
+        prior: str | None = None,
+        prior_kwargs: dict[str, Any] | None = None,
+        latent_cov: str = "full",
+        latent_sd: float = 0.1,
+        variational_distribution: str | type = "cholesky",
+        learn_inducing: bool = True,
+        Y: Any = None,
+        init: str = "pca",
+        seed: int | None = None,
+        dtype: torch.dtype | str = torch.float64,
+    ) -> None:
+        super().__init__()
+        if isinstance(manifold, str):
+            manifold = manifold_from_name(manifold)
+        if not isinstance(manifold, LatentManifold):
+            raise TypeError(f"manifold must be a LatentManifold or a name, got {manifold!r}")
+        for name, v, lo in (("n_neurons", n_neurons, 1), ("n_time", n_time, 1),
+                            ("n_trials", n_trials, 1)):
+            if int(v) != v or int(v) < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v}")
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.manifold = manifold
+        self.n_neurons, self.n_time, self.n_trials = int(n_neurons), int(n_time), int(n_trials)
+        if n_inducing is None:
+            n_inducing = {1: 24, 2: 64}.get(manifold.dim, 100)
+        self.n_inducing = int(n_inducing)
+        if self.n_inducing < 1:
+            raise ValueError(f"n_inducing must be >= 1, got {n_inducing}")
+        self.init_method = init
+        vd_name = (
+            variational_distribution
+            if isinstance(variational_distribution, str)
+            else variational_distribution.__name__
+        )
+        self._config: dict[str, Any] = {
+            "manifold": manifold.name,
+            "n_neurons": self.n_neurons,
+            "n_time": self.n_time,
+            "n_trials": self.n_trials,
+            "n_inducing": self.n_inducing,
+            "kernel": kernel,
+            "mean": mean,
+            "latent_cov": latent_cov,
+            "variational_distribution": vd_name,
+            "learn_inducing": bool(learn_inducing),
+            "init": init,
+        }
+        self.gp_mode = "auto"  # "auto" | "fused" | "whitened" | "gpytorch"
+        self.memory_budget = 256 * 2**20  # bytes of saved kernel tensors in the fused GP
+        self.chunk_elements = 2**20  # N·M·chunk elements processed at once by the fused GP
+
+        fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with fork:
+            if seed is not None:
+                torch.manual_seed(seed)
+            Z = self._initial_inducing_points(self.n_inducing)
+            self.gp = TuningGP(
+                manifold, self.n_neurons, Z, kernel=kernel, mean=mean,
+                variational_distribution=variational_distribution,
+                learn_inducing=learn_inducing, lengthscale=lengthscale, outputscale=outputscale,
+            )
+            if isinstance(likelihood, MGPLVMLikelihood):
+                if likelihood.n_neurons != self.n_neurons:
+                    raise ValueError(
+                        f"likelihood has {likelihood.n_neurons} neurons, model {self.n_neurons}"
+                    )
+                self.likelihood = likelihood
+            else:
+                kw = {"bin_size": bin_size, "link": link, **(likelihood_kwargs or {})}
+                self.likelihood = get_likelihood(likelihood, self.n_neurons, **kw)
+            self._config["likelihood"] = self.likelihood.name
+            self._config["likelihood_kwargs"] = self.likelihood.config()
+            self.prior: LatentPrior = get_prior(prior, manifold, **(prior_kwargs or {}))
+            self._config["prior"] = self.prior.name
+            self._config["prior_kwargs"] = self.prior.config()
+            self.latents = ReLiePosterior(
+                manifold, self.n_trials, self.n_time, cov=latent_cov, init_sd=latent_sd
+            )
+            self._config["latent_kmax"] = self.latents.kmax
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("latents_initialized", torch.tensor(False))
+        self.to(dtype)
+        if Y is not None:
+            self.init_from_data(Y)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _initial_inducing_points(self, M: int) -> torch.Tensor:
+        m = self.manifold
+        if isinstance(m, Torus):
+            if m.dim == 1:
+                return torch.linspace(-math.pi, math.pi, M + 1)[:-1, None] + math.pi / M
+            sob = torch.quasirandom.SobolEngine(m.dim, scramble=True)
+            return (2 * sob.draw(M) - 1) * math.pi
+        if isinstance(m, Euclid):
+            return torch.randn(M, m.dim)
+        return m.random(M)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.latents.mu.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.latents.mu.device
+
+    @property
+    def bin_size(self) -> float:
+        return float(getattr(self.likelihood, "bin_size", 1.0))
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments: ``MGPLVM.from_config(model.config())`` rebuilds the
+        architecture (parameters from :meth:`state_dict`)."""
+        return {**copy.deepcopy(self._config), "dtype": _dtype_name(self.dtype)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MGPLVM:
+        """Build an (untrained) model from :meth:`config` output."""
+        cfg = dict(config)
+        lik_kw = dict(cfg.pop("likelihood_kwargs", {}) or {})
+        vd = cfg.pop("variational_distribution", "cholesky")
+        if vd not in VARIATIONAL_DISTRIBUTIONS:
+            vd = getattr(gpytorch.variational, vd)
+        kmax = cfg.pop("latent_kmax", 5)
+        model = cls(
+            cfg.pop("manifold"),
+            cfg.pop("n_neurons"),
+            cfg.pop("n_time"),
+            cfg.pop("n_trials", 1),
+            likelihood=cfg.pop("likelihood", "poisson"),
+            likelihood_kwargs=lik_kw,
+            n_inducing=cfg.pop("n_inducing", None),
+            kernel=cfg.pop("kernel", "rbf"),
+            mean=cfg.pop("mean", "constant"),
+            prior=cfg.pop("prior", None),
+            prior_kwargs=cfg.pop("prior_kwargs", None),
+            latent_cov=cfg.pop("latent_cov", "full"),
+            variational_distribution=vd,
+            learn_inducing=cfg.pop("learn_inducing", True),
+            init=cfg.pop("init", "pca"),
+            dtype=cfg.pop("dtype", "float64"),
+            seed=0,
+        )
+        model.latents.kmax = int(kmax)
+        return model
+
+    # ------------------------------------------------------------------ data handling
+    def validate_data(self, Y: Any, name: str = "Y", neurons: Any = None) -> torch.Tensor:
+        """Check ``Y (trials, neurons, time)`` against the model and the likelihood and return it
+        as a tensor of the model's dtype/device. Raises ``ValueError`` naming the problem."""
+        if isinstance(Y, np.ndarray):
+            Y = torch.from_numpy(np.ascontiguousarray(Y))
+        if not isinstance(Y, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(Y).__name__}")
+        if Y.dim() != 3:
+            raise ValueError(
+                f"{name} must have shape (trials, neurons, time); got {Y.dim()} dimension(s) "
+                f"{tuple(Y.shape)} (add a leading trial axis with Y[None] for a single trial)"
+            )
+        n_neurons = self.n_neurons if neurons is None else len(neurons)
+        expected = (self.n_trials, n_neurons, self.n_time)
+        if tuple(Y.shape) != expected:
+            what = [
+                f"{lbl} {got} != {want}"
+                for lbl, got, want in zip(
+                    ("trials", "neurons", "time"), Y.shape, expected, strict=True
+                )
+                if got != want
+            ]
+            raise ValueError(
+                f"{name} has shape {tuple(Y.shape)} but the model expects {expected} "
+                f"(trials, neurons, time): {', '.join(what)}"
+            )
+        if self.n_time < 2:
+            raise ValueError(f"too few time bins: {self.n_time} (need at least 2)")
+        Y = Y.to(dtype=self.dtype, device=self.device)
+        self.likelihood.validate(Y, name)
+        return Y
+
+    @torch.no_grad()
+    def init_from_data(self, Y: Any, init: str | torch.Tensor | None = None) -> None:
+        """Data-driven initialisation: per-neuron GP mean from the average rate (log-rate for the
+        ``exp`` link), Gaussian noise from half the variance, and latent means (see
+        :meth:`init_latents`)."""
+        Y = self.validate_data(Y)
+        lik = self.likelihood
+        mm = self.gp.mean_module
+        if isinstance(mm, gpytorch.means.ConstantMean):
+            mm.constant = lik.init_mean(Y).to(self.dtype)
+        if isinstance(lik, GaussianLikelihood):
+            lik.noise = lik.init_noise(Y)
+            self.gp.covar_module.outputscale = Y.var(dim=-1).mean(0).clamp_min(1e-6)
+        self.init_latents(Y, self.init_method if init is None else init)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def init_latents(self, Y: Any, method: str | torch.Tensor = "pca") -> None:
+        """Initialise the latent means μ from data.
+
+        ``"pca"``: :func:`mgplvm.latents.pca_init` (angle of the two leading PCs on a ring);
+        ``"decode"``: for every bin the best of ~1000 candidate points (uniform draws and the
+        inducing points) under the current tuning curves (for held-out data with a trained
+        generative model); ``"random"``: uniform draws; a tensor ``(trials, time, ambient)``: used
+        as is.
+        """
+        if isinstance(method, torch.Tensor | np.ndarray):
+            mu = torch.as_tensor(method, dtype=self.dtype, device=self.device)
+            self.manifold.validate(mu, "initial latents")
+            self.latents.set_mean(mu)
+        else:
+            Y = self.validate_data(Y)
+            if method == "pca" and (self.n_time * self.n_trials < 3 or self.n_neurons < 2):
+                warnings.warn(
+                    "too little data for a PCA initialisation of the latents; using random points",
+                    stacklevel=2,
+                )
+                method = "random"
+            if method == "pca":
+                mu = pca_init(Y.to(torch.float64).cpu(), self.manifold)
+            elif method == "decode":
+                mu = self._decode_init(Y)
+            elif method == "random":
+                mu = self.manifold.random(self.n_trials, self.n_time, dtype=self.dtype)
+            else:
+                raise ValueError(f"unknown latent init {method!r}: 'pca', 'decode' or 'random'")
+            self.latents.set_mean(mu.to(self.dtype))
+        self.latents_initialized.fill_(True)
+
+    def _decode_init(self, Y: torch.Tensor, n_candidates: int = 1000) -> torch.Tensor:
+        cand = torch.cat(
+            [
+                self.manifold.random(n_candidates, dtype=self.dtype).to(self.device),
+                self.gp.inducing_points.detach(),
+            ]
+        )
+        mean, var = self.gp_marginals(cand)  # (N, K)
+        out = torch.empty(self.n_trials, self.n_time, self.manifold.ambient_dim,
+                          dtype=self.dtype, device=self.device)
+        step = max(1, int(2**22 // max(1, cand.shape[0] * self.n_neurons)))
+        for t0 in range(0, self.n_time, step):
+            y = Y[:, :, t0 : t0 + step]  # (trials, N, t)
+            ell = self.likelihood.expected_log_prob_moments(
+                y.unsqueeze(1), mean.T[None, :, :, None], var.T[None, :, :, None]
+            ).sum(-2)  # (trials, K, t)
+            out[:, t0 : t0 + step] = cand[ell.argmax(1)]
+        return out
+
+    # ------------------------------------------------------------------ the GP
+    def _gp_mode(self) -> str:
+        base = self.gp.covar_module.base_kernel
+        fast = isinstance(self.gp.covar_module, ScaleKernel) and isinstance(
+            base, (ManifoldRBFKernel, ManifoldMaternKernel)
+        )
+        if self.gp_mode != "auto":
+            if self.gp_mode in ("fused", "whitened") and not fast:
+                raise ValueError(f"gp_mode {self.gp_mode!r} needs a ScaleKernel(Manifold*Kernel)")
+            return self.gp_mode
+        if not fast:
+            return "gpytorch"
+        return "fused" if self.dtype == torch.float64 else "whitened"
+
+    def gp_marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Marginals of ``q(f_n(x))``: mean and variance ``(N, P)`` for inputs ``x (P, ambient)``.
+
+        Equal to ``self.gp(x).mean`` / ``.variance`` (GPyTorch's whitened VariationalStrategy,
+        including its jitter), computed by the fused path when possible.
+        """
+        mode = self._gp_mode()
+        if mode == "gpytorch":
+            self.gp.variational_strategy._clear_cache()
+            out = self.gp(x)
+            return out.mean, out.variance
+        gp = self.gp
+        vs = gp.variational_strategy
+        base = gp.covar_module.base_kernel
+        Z = vs.inducing_points
+        dtype = x.dtype
+        jitter = vs.jitter_val
+        s2 = gp.covar_module.outputscale  # (N,)
+        c = base.lengthscale.squeeze(-2).pow(-2)  # (N, F)
+        Kuu = gp.covar_module(Z).to_dense()
+        eye = torch.eye(Z.shape[-2], dtype=dtype, device=x.device)
+        L = psd_safe_cholesky((Kuu + jitter * eye).to(torch.float64)).to(dtype)
+        qd = vs.variational_distribution
+        m, S = qd.mean, qd.covariance_matrix
+        Ds = factor_sqdists(self.manifold, x, Z, per_factor=base.ard)
+        D = torch.stack(Ds) if len(Ds) > 1 else Ds[0].unsqueeze(0)  # (F, P, M)
+        const = gp.mean_module(x[..., :1, :])  # (N, 1)
+        if mode == "whitened":
+            N, M = m.shape
+            profile = "rbf" if isinstance(base, ManifoldRBFKernel) else "matern"
+            nu = getattr(base, "nu", None)
+            K, _ = _SVGPMarginals._kernel(D, c, s2, profile, nu, inplace=False)  # (N, P, M)
+            mean_upd, var_upd = ComputePredictiveUpdates.apply(
+                L, K.transpose(-1, -2), S - eye, m
+            )
+            return const + mean_upd, s2[:, None] + jitter + var_upd
+        alpha = torch.linalg.solve_triangular(L.mT, m.unsqueeze(-1), upper=True).squeeze(-1)
+        X = torch.linalg.solve_triangular(L.mT, S - eye, upper=True)
+        B = torch.linalg.solve_triangular(L.mT, X.mT, upper=True)
+        B = 0.5 * (B + B.mT)
+        N, M = m.shape
+        P = x.shape[-2]
+        chunk = max(1, int(self.chunk_elements // max(1, N * M)))
+        save = 2 * N * M * P * D.element_size() <= self.memory_budget
+        profile = "rbf" if isinstance(base, ManifoldRBFKernel) else "matern"
+        nu = getattr(base, "nu", None)
+        mean_upd, quad = _SVGPMarginals.apply(D, c, s2, alpha, B, profile, nu, chunk, save)
+        return const + mean_upd, s2[:, None] + jitter + quad
+
+    def f_moments(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Marginals of ``q(f)`` at latents ``g (..., trials, time, ambient)`` -> mean and variance
+        ``(..., trials, neurons, time)``; all points go through the GP in one call."""
+        lead = g.shape[:-1]
+        mean, var = self.gp_marginals(g.reshape(-1, g.shape[-1]))
+        shape = (self.n_neurons, *lead)
+        return mean.reshape(shape).movedim(0, -2), var.reshape(shape).movedim(0, -2)
+
+    def kl_u(self) -> torch.Tensor:
+        """``Σ_n KL(q(u_n) ‖ p(u_n))`` (scalar)."""
+        return self.gp.kl_divergence().sum()
+
+    # ------------------------------------------------------------------ Pyro model and guide
+    def model(
+        self, Y: torch.Tensor, t_idx: torch.Tensor | None = None, beta: float = 1.0
+    ) -> None:
+        """Pyro model. ``Y (trials, neurons, time)``; ``t_idx``: the minibatch of time bins (a
+        subsample of the ``time`` plate, rescaled by ``n_time / len(t_idx)``); ``beta``: weight of
+        the latent prior (KL annealing)."""
+        Yb = Y if t_idx is None else Y[..., t_idx]
+        pyro.factor("kl_u", -self.kl_u())
+        with self._plates(t_idx):
+            with _scale(beta):
+                g = pyro.sample("g", self.prior.distribution(self.n_trials, t_idx, self.n_time))
+            mean, var = self.f_moments(g)
+            ell = self.likelihood.expected_log_prob_moments(Yb, mean, var).sum(-2)
+            pyro.factor("y", ell)
+
+    def guide(
+        self, Y: torch.Tensor, t_idx: torch.Tensor | None = None, beta: float = 1.0
+    ) -> None:
+        """Pyro guide: ``g ~ ReLieNormal(μ_t, L_t)`` on the bins ``t_idx``, weighted by ``beta``."""
+        with self._plates(t_idx):
+            with _scale(beta):
+                pyro.sample("g", self.latents.distribution(t_idx))
+
+    @contextlib.contextmanager
+    def _plates(self, t_idx):
+        with pyro.plate("trials", self.n_trials, dim=-2), pyro.plate(
+            "time", self.n_time, subsample=t_idx, dim=-1
+        ):
+            yield
+
+    def elbo(
+        self, Y: Any, n_mc: int = 16, t_idx: torch.Tensor | None = None, beta: float = 1.0
+    ) -> torch.Tensor:
+        """A Monte-Carlo estimate of the ELBO (differentiable), with ``n_mc`` latent samples."""
+        Y = self.validate_data(Y)
+        loss = pyro.infer.Trace_ELBO(
+            num_particles=n_mc, vectorize_particles=True, max_plate_nesting=2
+        ).differentiable_loss(self.model, self.guide, Y, t_idx, beta)
+        return -loss
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def latent_posterior(self, level: float = 0.9, n_samples: int = 500) -> LatentPosteriorSummary:
+        """Posterior mean μ and credible intervals of the latents (see
+        :class:`LatentPosteriorSummary`)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        q = self.latents.distribution()
+        cov = self.latents.covariance
+        sd = torch.diagonal(cov, dim1=-2, dim2=-1).sqrt()
+        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)))
+        mu = self.latents.mu.detach().clone()
+        lower = upper = None
+        if isinstance(self.manifold, Torus | Euclid):
+            lower, upper = mu - z * sd, mu + z * sd
+        g = q.sample((n_samples,))
+        dist = self.manifold.dist(mu.expand_as(g), g)
+        radius = torch.quantile(dist, level, dim=0)
+        return LatentPosteriorSummary(mu, cov, sd, lower, upper, radius, level)
+
+    @torch.no_grad()
+    def tuning_curves(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and s.d. of every tuning curve at ``points (K, ambient)`` -> two
+        ``(neurons, K)`` tensors. Count likelihoods: the rate ``link(f)`` in Hz (lognormal moments
+        for ``exp``, quadrature for ``softplus``); Gaussian: ``f``."""
+        points = torch.as_tensor(points, dtype=self.dtype, device=self.device)
+        if points.dim() == 1:
+            points = points.unsqueeze(-1)
+        self.manifold.validate(points, "points")
+        mean, var = self.gp_marginals(points)
+        return self.likelihood.mean_moments(mean, var)
+
+    @torch.no_grad()
+    def _latent_samples(self, n_samples: int) -> torch.Tensor:
+        if n_samples == 0:
+            return self.latents.mu.detach().unsqueeze(0)
+        return self.latents.distribution().sample((n_samples,))
+
+    @torch.no_grad()
+    def predict(
+        self, neurons: Any = None, n_samples: int = 32, batch: int = 8
+    ) -> torch.Tensor:
+        """Posterior-predictive mean ``E[y]`` of ``neurons`` (indices; all if None) at the current
+        latent posterior: ``(trials, len(neurons), time)``, averaged over ``n_samples`` latent
+        draws (``n_samples=0``: at μ)."""
+        idx = self._neuron_index(neurons)
+        total, count = 0.0, 0
+        n = max(1, n_samples)
+        for s0 in range(0, n, batch):
+            k = min(batch, n - s0)
+            g = self._latent_samples(0 if n_samples == 0 else k)
+            mean, var = self.f_moments(g)
+            total = total + self.likelihood.predictive_mean(mean, var)[..., idx, :].sum(0)
+            count += g.shape[0]
+        return total / count
+
+    @torch.no_grad()
+    def sample_posterior_predictive(self, n: int = 1) -> torch.Tensor:
+        """Draws of new data ``(n, trials, neurons, time)``: ``g ~ q(g)``, ``f ~ q(f | g)``
+        (marginally per bin), ``y ~ p(y | f)``."""
+        g = self._latent_samples(n)
+        mean, var = self.f_moments(g)
+        f = mean + var.clamp_min(0).sqrt() * torch.randn_like(mean)
+        return self.likelihood(f).sample()
+
+    @torch.no_grad()
+    def log_marginal_likelihood_bound(
+        self, Y: Any, n_samples: int = 64, batch: int = 16
+    ) -> float:
+        """Importance-weighted lower bound on ``log p(Y)``::
+
+            log (1/K) Σ_k exp(E_q(f|g_k)[log p(Y|f)] + log p(g_k) − log q(g_k)) − KL(q(u) ‖ p(u))
+
+        with ``g_k ~ q(g)`` whole trajectories. It is a valid bound (Jensen twice:
+        ``log p(Y|g,u) ≥ E_p(f|u)[log p(Y|f)]`` and, logsumexp being convex,
+        ``E_q(u)[logsumexp(·)] ≥ logsumexp(E_q(u)[·])``) and its expectation is ≥ the ELBO (equal
+        for K = 1).
+        """
+        Y = self.validate_data(Y)
+        w = self._log_weights(Y, n_samples, batch, latent_terms=True)
+        K = w.numel()
+        return float(torch.logsumexp(w, 0) - math.log(K) - self.kl_u())
+
+    @torch.no_grad()
+    def held_out_log_likelihood(
+        self, Y: Any, neurons: Any = None, n_samples: int = 64, batch: int = 16
+    ) -> float:
+        """Predictive score of ``Y (trials, len(neurons), time)`` given the current latent
+        posterior (e.g. latents inferred from other neurons)::
+
+            log (1/K) Σ_k exp( E_q(f|g_k)[log p(Y | f)] ),   g_k ~ q(g)
+
+        (a lower bound on ``log E_q(g)[p(Y | g)]`` under the variational q(f)).
+        """
+        idx = self._neuron_index(neurons)
+        Y = self.validate_data(Y, neurons=idx)
+        w = self._log_weights(Y, n_samples, batch, latent_terms=False, idx=idx)
+        return float(torch.logsumexp(w, 0) - math.log(w.numel()))
+
+    def _log_weights(self, Y, n_samples, batch, latent_terms, idx=None) -> torch.Tensor:
+        out = []
+        lik = self.likelihood_subset(idx)
+        q = self.latents.distribution()
+        p = self.prior.distribution(self.n_trials, None, self.n_time)
+        for s0 in range(0, n_samples, batch):
+            k = min(batch, n_samples - s0)
+            g = q.sample((k,))
+            mean, var = self.f_moments(g)
+            if idx is not None:
+                mean, var = mean[..., idx, :], var[..., idx, :]
+            w = lik.expected_log_prob_moments(Y, mean, var)
+            w = w.sum((-3, -2, -1))
+            if latent_terms:
+                w = w + (p.log_prob(g) - q.log_prob(g)).sum((-2, -1))
+            out.append(w)
+        return torch.cat(out)
+
+    def likelihood_subset(self, idx: torch.Tensor | None) -> MGPLVMLikelihood:
+        """The likelihood restricted to neurons ``idx`` (a copy; itself if ``idx`` is None)."""
+        if idx is None:
+            return self.likelihood
+        lik = copy.deepcopy(self.likelihood)
+        with torch.no_grad():
+            for name, p in list(lik.named_parameters()):
+                _set_param(lik, name, nn.Parameter(p[idx].clone(), p.requires_grad))
+        lik.n_neurons = len(idx)
+        return lik
+
+    def _neuron_index(self, neurons: Any) -> torch.Tensor:
+        if neurons is None:
+            return torch.arange(self.n_neurons, device=self.device)
+        idx = torch.as_tensor(neurons, device=self.device).long().flatten()
+        if idx.numel() == 0:
+            raise ValueError("empty neuron selection")
+        if (idx < 0).any() or (idx >= self.n_neurons).any():
+            raise ValueError(f"neuron indices must lie in [0, {self.n_neurons})")
+        return idx
+
+    # ------------------------------------------------------------------ restriction / reuse
+    def _per_neuron_keys(self) -> set[str]:
+        keys = {
+            f"gp.{n}" for n, _ in self.gp.named_parameters() if not n.endswith("inducing_points")
+        }
+        keys |= {f"likelihood.{n}" for n, _ in self.likelihood.named_parameters()}
+        return keys
+
+    def _rebuilt(self, **changes: Any) -> MGPLVM:
+        cfg = {**self.config(), **changes}
+        if cfg.get("likelihood") not in ("gaussian", "poisson", "negbin"):
+            raise ValueError("models with a custom likelihood object cannot be rebuilt")
+        return type(self).from_config(cfg).to(device=self.device, dtype=self.dtype)
+
+    def neuron_subset(self, idx: Any, share_latents: bool = True) -> MGPLVM:
+        """A model of neurons ``idx`` only: q(u), kernel, mean and likelihood parameters sliced
+        along the neuron batch (copies); inducing points and prior copied. With ``share_latents``
+        the latent posterior module is *shared* with this model (fitting the subset with
+        ``train="latents"`` updates this model's latents too — the cross-validation workflow);
+        otherwise it is copied."""
+        idx = self._neuron_index(idx)
+        new = self._rebuilt(n_neurons=len(idx))
+        per = self._per_neuron_keys()
+        state = {
+            k: (v[idx.to(v.device)] if k in per else v) for k, v in self.state_dict().items()
+        }
+        new.load_state_dict(state)
+        new.gp_mode, new.memory_budget = self.gp_mode, self.memory_budget
+        new.chunk_elements = self.chunk_elements
+        if share_latents:
+            new.latents = self.latents
+        return new
+
+    def with_new_latents(
+        self, n_time: int, n_trials: int = 1, Y: Any = None, init: str = "decode"
+    ) -> MGPLVM:
+        """Same generative model (a copy: GP, likelihood, prior), fresh latent posterior for
+        ``n_trials × n_time`` new bins. With data ``Y`` the latent means are initialised by
+        ``init`` (default ``"decode"``); else random, and :func:`mgplvm.fit` initialises them."""
+        new = self._rebuilt(n_time=int(n_time), n_trials=int(n_trials))
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("latents.")}
+        state["latents_initialized"] = torch.tensor(False)
+        missing, unexpected = new.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("latents.") for k in missing), missing
+        new.gp_mode, new.memory_budget = self.gp_mode, self.memory_budget
+        new.chunk_elements = self.chunk_elements
+        if Y is not None:
+            new.init_latents(Y, init)
+        return new
+
+    def generative_parameters(self) -> list[nn.Parameter]:
+        """Everything but the latent posterior: GP, likelihood and prior parameters."""
+        latent = {id(p) for p in self.latents.parameters()}
+        return [p for p in self.parameters() if id(p) not in latent]
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> None:
+        """Save config (JSON-able dict) and parameters (plain tensors) with ``torch.save``."""
+        torch.save({"format": FORMAT, "config": self.config(), "state_dict": _plain_state(self)},
+                   path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: Any = None) -> MGPLVM:
+        """Inverse of :meth:`save`."""
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a saved MGPLVM ({FORMAT})")
+        model = cls.from_config(blob["config"])
+        model.load_state_dict(blob["state_dict"])
+        if map_location is not None:
+            model.to(map_location)
+        return model
+
+    def extra_repr(self) -> str:
+        return (
+            f"manifold={self.manifold!r}, n_neurons={self.n_neurons}, n_time={self.n_time}, "
+            f"n_trials={self.n_trials}, n_inducing={self.n_inducing}, "
+            f"likelihood={self.likelihood.name}, prior={self.prior.name}"
+        )
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _scale(beta: float):
+    if isinstance(beta, torch.Tensor) or beta != 1.0:
+        return poutine.scale(scale=beta)
+    return contextlib.nullcontext()
+
+
+def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` with geoopt ManifoldTensors turned into plain tensors (no pickled
+    manifolds)."""
+    return {
+        k: v.detach().clone().as_subclass(torch.Tensor) for k, v in module.state_dict().items()
+    }
+
+
+def _set_param(module: nn.Module, dotted: str, value: nn.Parameter) -> None:
+    *path, leaf = dotted.split(".")
+    for p in path:
+        module = getattr(module, p)
+    setattr(module, leaf, value)
