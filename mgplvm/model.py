@@ -160,14 +160,16 @@ class _SVGPMarginals(torch.autograd.Function):
             mean[:, sl] = torch.bmm(K, alpha.unsqueeze(-1)).squeeze(-1)
             if save:
                 saved.append((K, KB))
-        ctx.saved_chunks = saved
+        # K and KB go through save_for_backward (not ctx attributes) so that autograd frees them
+        # after the backward pass, as it does the inputs
+        ctx.n_chunks = len(saved)
         ctx.profile, ctx.nu, ctx.chunk, ctx.save = profile, nu, chunk, save
-        ctx.save_for_backward(D, c, s2, alpha, B)
+        ctx.save_for_backward(D, c, s2, alpha, B, *(t for pair in saved for t in pair))
         return mean, quad
 
     @staticmethod
     def backward(ctx, g_mean, g_quad):
-        D, c, s2, alpha, B = ctx.saved_tensors
+        D, c, s2, alpha, B, *saved = ctx.saved_tensors
         profile, nu, chunk = ctx.profile, ctx.nu, ctx.chunk
         need_D = ctx.needs_input_grad[0]
         N, M = alpha.shape
@@ -185,7 +187,7 @@ class _SVGPMarginals(torch.autograd.Function):
             sl = slice(p0, min(P, p0 + chunk))
             Dc = D[:, sl]
             if ctx.save:
-                K, KB = ctx.saved_chunks[i]
+                K, KB = saved[2 * i], saved[2 * i + 1]
                 S = None
             else:
                 K, S = _SVGPMarginals._kernel(Dc, c, s2, profile, nu)
@@ -214,7 +216,6 @@ class _SVGPMarginals(torch.autograd.Function):
             gc += gS2 @ Dc.reshape(F_, p * M).T
             if need_D:
                 gD[:, sl] = (c.T @ gS2).reshape(F_, p, M)
-        ctx.saved_chunks = None
         gB = 0.5 * (gB + gB.transpose(1, 2))
         return gD, gc, gs2, galpha, gB, None, None, None, None
 
@@ -584,7 +585,9 @@ class MGPLVM(nn.Module):
                 )
                 method = "random"
             if method == "pca":
-                mu = pca_init(Y.to(torch.float64).cpu(), self.manifold)
+                mu = pca_init(
+                    Y.to(torch.float64).cpu(), self.manifold, sqrt=self.likelihood.is_count
+                )
             elif method == "decode":
                 mu = self._decode_init(Y)
             elif method == "random":
@@ -634,8 +637,10 @@ class MGPLVM(nn.Module):
         including its jitter), computed by the fused path when possible.
         """
         mode = self._gp_mode()
+        # GPyTorch memoises q(u) (and K_uu's Cholesky factor) on the strategy: a memo from an
+        # earlier call would hold stale parameter values and a freed autograd graph
+        self.gp.variational_strategy._clear_cache()
         if mode == "gpytorch":
-            self.gp.variational_strategy._clear_cache()
             out = self.gp(x)
             return out.mean, out.variance
         gp = self.gp
