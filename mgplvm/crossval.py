@@ -390,7 +390,9 @@ def crossvalidate(
         likelihood: ``"poisson"``, ``"negbin"`` or ``"gaussian"``.
         seed: master seed; fold ``k`` of every manifold uses the same split and seed.
         executor: any ``concurrent.futures.Executor`` (e.g. ``dask.distributed.Client(...)
-            .get_executor()``). Default: a local process pool with ``n_workers`` processes.
+            .get_executor()``). Default: a local process pool with ``n_workers`` processes. Each
+            task seeds the global torch/pyro RNGs, so use process-based executors (a thread pool
+            would interleave those RNG streams and lose reproducibility).
         threads_per_task: torch threads inside each task (fixed so results do not depend on the
             executor).
         results_dir: save each finished task there and skip tasks already saved (resume).
@@ -399,7 +401,7 @@ def crossvalidate(
             latent-only fits at test bins; model_kwargs: passed to :class:`mgplvm.MGPLVM`.
         n_eval_samples: latent samples in the importance-weighted held-out log-likelihood.
     """
-    from mgplvm.model import manifold_from_name as get_manifold
+    from mgplvm.manifolds import get_manifold
 
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim == 2:
@@ -415,6 +417,8 @@ def crossvalidate(
         raise ValueError(f"duplicate manifold names in {manifolds}")
     for name in manifolds:
         get_manifold(name)  # fail fast with the parser's message
+    if int(n_eval_samples) < 1:
+        raise ValueError(f"n_eval_samples must be >= 1, got {n_eval_samples}")
     _, n_neurons, n_time = Y.shape
     splits = make_splits(n_neurons, n_time, n_splits, seed=seed, block=block)
     config = {

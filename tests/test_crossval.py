@@ -1,0 +1,227 @@
+"""Cross-validation protocol: index bookkeeping, reproducibility, executors, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+import mgplvm.fit as fit_module
+from mgplvm.crossval import CVResult, crossvalidate, make_splits
+
+N_NEURONS, N_TIME = 6, 40
+
+
+def unique_counts() -> np.ndarray:
+    """Y[0, n, t] = 1000 n + t: every entry names its own (neuron, bin)."""
+    n = np.arange(N_NEURONS)[:, None]
+    t = np.arange(N_TIME)[None, :]
+    return (1000 * n + t)[None].astype(np.float64)
+
+
+@dataclass
+class _FakeResult:
+    final_elbo: float = -1.0
+    n_iter: int = 0
+
+
+class RecordingFit:
+    """Stands in for ``mgplvm.fit.fit``: decodes which (neuron, bin) entries each call received."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.calls: list[dict] = []
+        self.fail_on = fail_on
+
+    def __call__(self, model, Y, train="all", **kwargs):
+        Y = np.asarray(Y)
+        neurons = np.unique(Y[0] // 1000).astype(int)
+        bins = np.unique(Y[0] % 1000).astype(int)
+        self.calls.append({"manifold": model.manifold.name, "train": train, "neurons": neurons,
+                           "bins": bins, "shape": Y.shape})
+        if self.fail_on is not None and model.manifold.name == self.fail_on:
+            raise np.linalg.LinAlgError("Cholesky failed (injected)")
+        return _FakeResult()
+
+
+def test_splits_are_disjoint_halves_and_seeded():
+    s1 = make_splits(7, 50, 3, seed=4)
+    s2 = make_splits(7, 50, 3, seed=4)
+    for a, b in zip(s1, s2, strict=True):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        assert set(a["train_t"]).isdisjoint(a["test_t"])
+        assert sorted([*a["train_t"], *a["test_t"]]) == list(range(50))
+        assert set(a["neurons_a"]).isdisjoint(a["neurons_b"])
+        assert sorted([*a["neurons_a"], *a["neurons_b"]]) == list(range(7))
+    assert not np.array_equal(s1[0]["test_t"], s1[1]["test_t"])
+    blocks = make_splits(4, 40, 1, seed=0, block=5)[0]["test_t"]
+    assert len(blocks) == 20 and all(np.all(np.diff(blocks[i:i + 5]) == 1)
+                                     for i in range(0, 20, 5))
+
+
+@pytest.mark.parametrize("bad", [dict(n_neurons=1, n_time=10, n_splits=1),
+                                 dict(n_neurons=4, n_time=3, n_splits=1),
+                                 dict(n_neurons=4, n_time=10, n_splits=0)])
+def test_split_validation(bad):
+    with pytest.raises(ValueError):
+        make_splits(**bad)
+
+
+def test_held_out_data_never_reach_a_fit(monkeypatch):
+    fake = RecordingFit()
+    monkeypatch.setattr(fit_module, "fit", fake)
+    Y = unique_counts()
+    res = crossvalidate(Y, ["T1", "R1"], n_splits=2, seed=3, n_workers=1, progress=False,
+                        n_eval_samples=2)
+    splits = make_splits(N_NEURONS, N_TIME, 2, seed=3)
+    assert len(fake.calls) == 2 * 2 * 3  # manifolds x folds x (train + two test directions)
+    calls = iter(fake.calls)
+    for split in splits:
+        for _ in ("T1", "R1"):
+            train = next(calls)
+            assert train["train"] == "all"
+            np.testing.assert_array_equal(train["bins"], split["train_t"])
+            np.testing.assert_array_equal(train["neurons"], np.arange(N_NEURONS))
+            for inp in (split["neurons_a"], split["neurons_b"]):
+                test = next(calls)
+                assert test["train"] == "latents"
+                np.testing.assert_array_equal(test["bins"], split["test_t"])
+                np.testing.assert_array_equal(test["neurons"], inp)
+    # scores are per datum: every (trial, held-out neuron, test bin) is predicted exactly once
+    assert all(r["status"] == "ok" for r in res.records)
+    assert res.config["shape"] == [1, N_NEURONS, N_TIME]
+    for r in res.records:
+        assert np.isfinite(r["ll_per_datum"]) and np.isfinite(r["mse"])
+
+
+def test_scores_are_per_datum(monkeypatch):
+    """Doubling the data (two identical trials) leaves the per-datum score unchanged."""
+    monkeypatch.setattr(fit_module, "fit", RecordingFit())
+    rng = np.random.default_rng(0)
+    Y1 = rng.poisson(2.0, size=(1, N_NEURONS, N_TIME)).astype(float)
+    kw = dict(n_splits=1, seed=1, n_workers=1, progress=False, n_eval_samples=2,
+              likelihood="gaussian")
+    r1 = crossvalidate(Y1, ["R1"], **kw).records[0]
+    r2 = crossvalidate(np.concatenate([Y1, Y1]), ["R1"], **kw).records[0]
+    # untrained models with the same seed: identical per-datum scores up to the latents' init
+    assert r1["ll_per_datum"] == pytest.approx(r2["ll_per_datum"], rel=0.2)
+    assert abs(r1["ll_per_datum"]) < 50  # per datum, not a total over ~120 data
+
+
+def test_a_failing_fold_is_recorded_not_dropped(monkeypatch):
+    monkeypatch.setattr(fit_module, "fit", RecordingFit(fail_on="R1"))
+    res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=2, seed=0, n_workers=1,
+                        progress=False, n_eval_samples=2)
+    assert len(res.records) == 4
+    failed = res.failed
+    assert [r["manifold"] for r in failed] == ["R1", "R1"]
+    assert all("Cholesky failed (injected)" in r["error"] for r in failed)
+    assert all("Traceback" in r["traceback"] for r in failed)
+    assert np.isnan(res.scores()["R1"]).all() and np.isfinite(res.scores()["T1"]).all()
+    assert res.winner() == "T1"
+    assert "failed" in res.table()
+
+
+def test_resume_skips_saved_folds_and_refuses_other_configs(monkeypatch, tmp_path):
+    fake = RecordingFit()
+    monkeypatch.setattr(fit_module, "fit", fake)
+    kw = dict(n_splits=2, seed=0, n_workers=1, progress=False, n_eval_samples=2,
+              results_dir=tmp_path)
+    first = crossvalidate(unique_counts(), ["T1", "R1"], **kw)
+    assert len(list(tmp_path.glob("fold_*.json"))) == 4
+    # an interrupted run: one fold's file is missing and is the only one recomputed
+    (tmp_path / "fold_R1_001.json").unlink()
+    n_before = len(fake.calls)
+    again = crossvalidate(unique_counts(), ["T1", "R1"], **kw)
+    assert len(fake.calls) - n_before == 3  # one train + two test fits
+    for a, b in zip(first.records, again.records, strict=True):
+        assert a["manifold"] == b["manifold"] and a["fold"] == b["fold"]
+        if (a["manifold"], a["fold"]) != ("R1", 1):
+            assert a == b
+    with pytest.raises(ValueError, match="different cross-validation configuration"):
+        crossvalidate(unique_counts(), ["T1", "R1"], **{**kw, "seed": 5})
+
+
+def test_input_validation():
+    Y = unique_counts()
+    with pytest.raises(ValueError, match="unknown manifold"):
+        crossvalidate(Y, ["T1", "Q9"], n_splits=1, progress=False)
+    with pytest.raises(ValueError, match="duplicate"):
+        crossvalidate(Y, ["T1", "T1"], n_splits=1, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        crossvalidate(np.full((1, 4, 10), np.nan), ["T1"], n_splits=1, progress=False)
+    with pytest.raises(ValueError, match="n_eval_samples"):
+        crossvalidate(Y, ["T1"], n_splits=1, progress=False, n_eval_samples=0)
+    with pytest.raises(ValueError, match="trials, neurons, time"):
+        crossvalidate(np.zeros((1, 1, 4, 10)), ["T1"], n_splits=1, progress=False)
+
+
+# ----------------------------------------------------------------------------- real (tiny) fits
+def _tiny_ring(n_neurons=8, n_time=60, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    theta = np.cumsum(rng.normal(0, 0.3, n_time))
+    pref = np.linspace(-math.pi, math.pi, n_neurons, endpoint=False)
+    rate = 0.2 + 3.0 * np.exp(2.0 * (np.cos(theta[None] - pref[:, None]) - 1))
+    return rng.poisson(rate)[None].astype(float)
+
+
+TINY = dict(n_splits=2, seed=7, progress=False, n_eval_samples=4, bin_size=1.0,
+            fit_kwargs={"n_iter": 6, "n_mc": 2}, test_fit_kwargs={"n_iter": 4, "n_mc": 2})
+
+
+def _scores(res: CVResult) -> list[tuple]:
+    return [(r["manifold"], r["fold"], r["status"], r["ll_per_datum"], r["mse"])
+            for r in res.records]
+
+
+@pytest.fixture(scope="module")
+def sequential_result():
+    torch.manual_seed(0)
+    return crossvalidate(_tiny_ring(), ["T1", "R1"], n_workers=1, **TINY)
+
+
+def test_real_fits_are_reproducible_by_seed(sequential_result):
+    assert all(r["status"] == "ok" for r in sequential_result.records), sequential_result.failed
+    torch.manual_seed(123)  # the global RNG state must not matter
+    again = crossvalidate(_tiny_ring(), ["T1", "R1"], n_workers=1, **TINY)
+    assert _scores(again) == _scores(sequential_result)
+
+
+def test_process_pool_gives_identical_results(sequential_result):
+    """The default executor (a spawn process pool) reproduces the in-process run exactly."""
+    pooled = crossvalidate(_tiny_ring(), ["T1", "R1"], n_workers=2, **TINY)
+    assert _scores(pooled) == _scores(sequential_result)
+
+
+def test_dask_local_cluster_gives_identical_results(sequential_result):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        res = crossvalidate(_tiny_ring(), ["T1", "R1"], executor=client.get_executor(), **TINY)
+    assert _scores(res) == _scores(sequential_result)
+
+
+def test_result_export_round_trip(sequential_result, tmp_path):
+    res = sequential_result
+    path = tmp_path / "cv.h5"
+    res.save(path)
+    back = CVResult.load(path)
+    assert _scores(back) == _scores(res)
+    assert back.manifolds == res.manifolds and back.n_splits == res.n_splits
+    assert back.winner() == res.winner()
+    summ = res.summary()
+    assert set(summ) == {"T1", "R1"} and all(v["n"] == 2 for v in summ.values())
+    diffs = res.paired_differences()
+    assert diffs[res.winner()]["mean"] == 0.0
+    cols = res.to_dataframe()
+    n_rows = len(cols) if hasattr(cols, "iloc") else len(cols["manifold"])
+    assert n_rows == 4
+    assert sum(res.win_counts().values()) == 2
+    fig = res.plot()
+    assert len(fig.axes[0].lines) >= 2  # one line per fold
+    json.dumps(res.records, default=float)
