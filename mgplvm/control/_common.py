@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,13 +56,15 @@ class SolveInfo:
     residuals: Tensor
 
 
-@dataclass
 class _Record:
     """Mutable sink the autograd forward fills (backend used, iterations, factor cache)."""
 
-    backends: set[str] = field(default_factory=set)
-    iterations: int = 0
-    cache: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("backends", "iterations", "cache")
+
+    def __init__(self, cache: dict[str, Any] | None = None) -> None:
+        self.backends: set[str] = set()
+        self.iterations = 0
+        self.cache: dict[str, Any] = {} if cache is None else cache
 
     @property
     def backend(self) -> str:
@@ -69,20 +72,47 @@ class _Record:
         return "+".join(order) if order else "none"
 
 
-@dataclass(frozen=True)
 class _Config:
-    """Options handed (as a non-tensor argument) to the autograd Functions."""
+    """Options handed (as a non-tensor argument) to the autograd Functions.
 
-    backend: str = "auto"
-    check: bool = True
-    maxiter: int = 100
-    require_stable: str | None = None  # "continuous" | "discrete" (Gramians)
-    record: _Record = field(default_factory=_Record, compare=False)
+    backend: "auto" | "scipy" | "torch" | "kron"; check: value checks and warnings;
+    maxiter: cap of the torch iterations; require_stable: "continuous" | "discrete" | None
+    (Gramians); record: sink for the backend used / iterations / cached factorisations.
+    """
+
+    __slots__ = ("backend", "check", "maxiter", "require_stable", "record")
+
+    def __init__(
+        self,
+        backend: str = "auto",
+        check: bool = True,
+        maxiter: int = 100,
+        require_stable: str | None = None,
+        record: _Record | None = None,
+    ) -> None:
+        self.backend = backend
+        self.check = check
+        self.maxiter = maxiter
+        self.require_stable = require_stable
+        self.record = _Record() if record is None else record
+
+    def replace(self, **kw: Any) -> _Config:
+        args = {k: getattr(self, k) for k in self.__slots__}
+        args.update(kw)
+        return _Config(**args)
 
     def child(self) -> _Config:
         """Config for an internal (adjoint / tangent) solve: shares the factor cache only."""
         rec = _Record(cache=self.record.cache)
-        return replace(self, check=False, require_stable=None, record=rec)
+        return self.replace(check=False, require_stable=None, record=rec)
+
+
+_EPS = {
+    "float32": float(torch.finfo(torch.float32).eps),
+    "complex64": float(torch.finfo(torch.float32).eps),
+    "float64": float(torch.finfo(torch.float64).eps),
+    "complex128": float(torch.finfo(torch.float64).eps),
+}
 
 
 def eps_of(dtype: torch.dtype) -> float:
@@ -90,7 +120,7 @@ def eps_of(dtype: torch.dtype) -> float:
 
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.empty((), dtype=dtype).real.dtype
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
 
 
 # ------------------------------------------------------------------------------------------
@@ -142,9 +172,32 @@ def check_inputs(
     return first.dtype, first.device
 
 
+def bshape(*shapes: Sequence[int]) -> torch.Size:
+    """Broadcast shapes (fast path for the common equal/empty cases; RuntimeError if they
+    do not broadcast)."""
+    out: tuple[int, ...] = ()
+    for s in shapes:
+        s = tuple(s)
+        if s == out or not s:
+            continue
+        if not out:
+            out = s
+            continue
+        rank = max(len(out), len(s))
+        a = (1,) * (rank - len(out)) + out
+        b = (1,) * (rank - len(s)) + s
+        res = []
+        for x, y in zip(a, b, strict=True):
+            if x != y and x != 1 and y != 1:
+                raise RuntimeError(f"shapes {out} and {s} do not broadcast")
+            res.append(y if x == 1 else x)
+        out = tuple(res)
+    return torch.Size(out)
+
+
 def broadcast_batch(named: Sequence[tuple[str, Tensor]]) -> torch.Size:
     try:
-        return torch.broadcast_shapes(*(t.shape[:-2] for _, t in named))
+        return bshape(*(t.shape[:-2] for _, t in named))
     except RuntimeError as err:
         shapes = ", ".join(f"{n}: {tuple(t.shape)}" for n, t in named)
         raise ValueError(f"batch dimensions do not broadcast ({shapes})") from err
@@ -193,10 +246,17 @@ def check_posdef(name: str, t: Tensor) -> None:
         raise ValueError(f"{name} must be positive definite (smallest eigenvalue {float(ev):.3e})")
 
 
-def warn_near_singular(sep: float, scale: float, what: str, dtype: torch.dtype) -> None:
-    """Warn if sep/scale < √eps, raise if it is at rounding level (singular equation)."""
-    eps = eps_of(real_dtype(dtype))
+def warn_near_singular(sep: float, scale: float, what: str | Callable[[], str], dtype: Any) -> None:
+    """Warn if sep/scale < √eps, raise if it is at rounding level (singular equation).
+
+    ``what`` (or what it returns, when callable) describes the offending eigenvalues.
+    """
+    eps = _EPS.get(str(dtype).replace("torch.", ""), 2.220446049250313e-16)
     rel = sep / scale if scale > 0 else 0.0
+    if rel >= math.sqrt(eps):
+        return
+    if callable(what):
+        what = what()
     if rel <= 10 * eps:
         raise torch.linalg.LinAlgError(
             f"the equation is singular: {what} (relative {rel:.1e}); no unique solution"
@@ -208,6 +268,17 @@ def warn_near_singular(sep: float, scale: float, what: str, dtype: torch.dtype) 
             NearSingularWarning,
             stacklevel=4,
         )
+
+
+def freeze_signature(fn_cls: Any) -> Any:
+    """Class decorator: precompute ``forward``'s signature.
+
+    ``autograd.Function.apply`` (setup_context style) calls ``inspect.signature(forward)`` on
+    every call, which costs tens of µs; a stored ``__signature__`` makes that a lookup.
+    """
+    fwd = fn_cls.forward
+    fwd.__signature__ = inspect.signature(fwd)
+    return fn_cls
 
 
 def sum_to(g: Tensor | None, shape: torch.Size) -> Tensor | None:

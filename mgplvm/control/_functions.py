@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from . import _iterative as it
@@ -32,9 +33,11 @@ from ._common import (
     KRON_MAX_N,
     StabilityError,
     _Config,
+    bshape,
     check_finite,
     check_posdef,
     eps_of,
+    freeze_signature,
     hermitian_part,
     real_dtype,
     sum_to,
@@ -55,14 +58,45 @@ def _count(batch: torch.Size) -> int:
 def _to_numpy(t: Tensor, batch: torch.Size) -> tuple[np.ndarray, np.ndarray]:
     """(flattened array of t's own batch, index of each broadcast system into it)."""
     own = t.shape[:-2]
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if not own:  # unbatched fast path
+        return t.numpy()[None], _zeros(_count(batch))
     cnt = _count(own)
-    arr = t.detach().resolve_conj().resolve_neg().cpu().reshape(cnt, *t.shape[-2:]).numpy()
-    idx = torch.arange(cnt).reshape(own).expand(batch).reshape(-1).numpy()
+    arr = t.reshape(cnt, *t.shape[-2:]).numpy()
+    if own == batch:
+        idx = np.arange(cnt)
+    elif cnt == 1:
+        idx = np.zeros(_count(batch), dtype=np.int64)
+    else:
+        idx = np.broadcast_to(np.arange(cnt).reshape(own), batch).reshape(-1)
     return arr, idx
 
 
+_ZEROS: dict[int, np.ndarray] = {}
+
+
+def _zeros(count: int) -> np.ndarray:
+    z = _ZEROS.get(count)
+    if z is None:
+        z = np.zeros(count, dtype=np.int64)
+        z.flags.writeable = False
+        if count <= 64:
+            _ZEROS[count] = z
+    return z
+
+
 def _from_numpy(x: np.ndarray, like: Tensor, batch: torch.Size) -> Tensor:
-    out = torch.from_numpy(np.ascontiguousarray(x)).to(dtype=like.dtype, device=like.device)
+    if not batch:
+        x = x[0]
+    out = torch.from_numpy(x)
+    if not batch and out.dtype == like.dtype and like.device.type == "cpu":
+        return out
+    if out.dtype != like.dtype or out.device != like.device:
+        out = out.to(dtype=like.dtype, device=like.device)
     return out.reshape(*batch, *x.shape[-2:])
 
 
@@ -99,6 +133,15 @@ def _chunked(
         kmax = max(kmax, k)
     X = torch.cat(xs).reshape(*batch, *xs[0].shape[-2:])
     return X, torch.cat(oks).reshape(*batch, *oks[0].shape[1:]), kmax
+
+
+def _check_finite_np(*named: tuple[str, np.ndarray]) -> None:
+    """NaN/inf check in numpy (keeps torch's OpenMP pool idle before LAPACK calls)."""
+    for name, a in named:
+        if not np.isfinite(a.sum()) and not np.isfinite(a).all():
+            nn = int(np.isnan(a).sum())
+            ni = int((~np.isfinite(a)).sum()) - nn
+            raise ValueError(f"{name} contains non-finite values ({nn} NaN, {ni} inf)")
 
 
 def _first_bad(ok: Tensor) -> int:
@@ -169,7 +212,7 @@ def _finish_scipy_checks(worst: sp.Worst | None, unstable: Any, cfg: _Config, dt
             f"(Re λ = {lam.real:.4g} ≥ 0); pass a finite T"
         )
     if worst is not None and np.isfinite(worst.rel):
-        warn_near_singular(worst.sep, worst.scale, worst.msg, dtype)
+        warn_near_singular(worst.sep, worst.scale, lambda: worst.msg, dtype)
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,11 +225,11 @@ def _fallback(cfg: _Config, backend: str, ok: Tensor) -> bool:
 
 def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     n, m = A.shape[-1], B.shape[-1]
-    batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2], Q.shape[:-2])
-    if cfg.check:
-        check_finite(("A", A), ("B", B), ("Q", Q))
+    batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2])
     rec = cfg.record
     backend = _resolve(cfg, "sylv", max(n, m), _count(batch), A.device)
+    if cfg.check and backend != "scipy":
+        check_finite(("A", A), ("B", B), ("Q", Q))
     if backend == "kron":
         if n * m > KRON_LIMIT:
             raise ValueError(f"backend='kron' is limited to n·m ≤ {KRON_LIMIT} (got {n * m})")
@@ -219,15 +262,15 @@ def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     a, ia = _to_numpy(A, batch)
     b, ib = _to_numpy(B, batch)
     q, iq = _to_numpy(Q, batch)
+    if cfg.check:
+        _check_finite_np(("A", a), ("B", b), ("Q", q))
     x, worst = sp.sylvester(a, ia, b, ib, q, iq, rec.cache, cfg.check)
     _finish_scipy_checks(worst, None, cfg, A.dtype)
     return _from_numpy(x, Q, batch)
 
 
 def _scipy_cfg(cfg: _Config) -> _Config:
-    from dataclasses import replace
-
-    return replace(cfg, backend="scipy", check=False)
+    return cfg.replace(backend="scipy", check=False)
 
 
 def _patch(
@@ -243,18 +286,45 @@ def _patch(
     return Xf.reshape(X.shape)
 
 
+def _clyap_single(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
+    """Unbatched CPU scipy solve with as little Python around LAPACK as possible."""
+    if A.is_conj() or A.is_neg():
+        A = A.resolve_conj().resolve_neg()
+    if Q.is_conj() or Q.is_neg():
+        Q = Q.resolve_conj().resolve_neg()
+    a, q = A.detach().numpy(), Q.detach().numpy()
+    try:
+        x, sep, f = sp.clyap1(a, q, cfg.record.cache, cfg.check)
+    except np.linalg.LinAlgError:  # ?gees fails on NaN/inf input: say so
+        if cfg.check:
+            _check_finite_np(("A", a), ("Q", q))
+        raise
+    if cfg.require_stable == "continuous" and f.eig.real.max() >= 0:
+        lam = complex(f.eig[np.argmax(f.eig.real)])
+        _finish_scipy_checks(None, (0, lam), cfg, A.dtype)
+    if cfg.check and not np.isfinite(x.sum()):
+        _check_finite_np(("A", a), ("Q", q))
+        if sep is not None:
+            warn_near_singular(sep[0], sep[1], sep[2], A.dtype)  # raises if singular
+        raise torch.linalg.LinAlgError("the Lyapunov solution overflowed (ill-conditioned A)")
+    if sep is not None:
+        warn_near_singular(sep[0], sep[1], sep[2], A.dtype)
+    return torch.from_numpy(x)
+
+
 def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
-    batch = torch.broadcast_shapes(A.shape[:-2], Q.shape[:-2])
-    if cfg.check:
-        check_finite(("A", A), ("Q", Q))
+    batch = bshape(A.shape[:-2], Q.shape[:-2])
     rec = cfg.record
     backend = _resolve(cfg, "clyap", n, _count(batch), A.device)
+    if backend == "scipy" and not batch and A.device.type == "cpu":
+        rec.backends.add("scipy")
+        return _clyap_single(A, Q, cfg)
+    if cfg.check and backend != "scipy":
+        check_finite(("A", A), ("Q", Q))
     if backend == "kron":
         if n * n > KRON_LIMIT:
             raise ValueError(f"backend='kron' is limited to n² ≤ {KRON_LIMIT} (got n = {n})")
-        if cfg.check:
-            _eig_check_torch("clyap", [A], batch)
         if cfg.require_stable:
             lam = _eigvals(A.expand(*batch, n, n))
             ok = (lam.real < 0).all(-1)
@@ -266,6 +336,8 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
                     batch,
                     "the infinite-horizon Gramian needs A Hurwitz (pass a finite T)",
                 )
+        if cfg.check:
+            _eig_check_torch("clyap", [A], batch)
         X, ok = it.kron_sylvester(A, A.mH, Q)
         rec.backends.add("kron")
         if not bool(ok.all()):
@@ -303,6 +375,8 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     rec.backends.add("scipy")
     a, ia = _to_numpy(A, batch)
     q, iq = _to_numpy(Q, batch)
+    if cfg.check:
+        _check_finite_np(("A", a), ("Q", q))
     x, worst, unstable = sp.clyap(
         a, ia, q, iq, rec.cache, cfg.check, cfg.require_stable == "continuous"
     )
@@ -317,16 +391,14 @@ def _sign_lyap_flags(A: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, int]:
 
 def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
-    batch = torch.broadcast_shapes(A.shape[:-2], Q.shape[:-2])
-    if cfg.check:
-        check_finite(("A", A), ("Q", Q))
+    batch = bshape(A.shape[:-2], Q.shape[:-2])
     rec = cfg.record
     backend = _resolve(cfg, "dlyap", n, _count(batch), A.device)
+    if cfg.check and backend != "scipy":
+        check_finite(("A", A), ("Q", Q))
     if backend == "kron":
         if n * n > KRON_LIMIT:
             raise ValueError(f"backend='kron' is limited to n² ≤ {KRON_LIMIT} (got n = {n})")
-        if cfg.check:
-            _eig_check_torch("dlyap", [A], batch)
         if cfg.require_stable:
             lam = _eigvals(A.expand(*batch, n, n))
             ok = (lam.abs() < 1).all(-1)
@@ -338,6 +410,8 @@ def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
                     batch,
                     "the infinite-horizon Gramian needs ρ(A) < 1 (pass a finite T)",
                 )
+        if cfg.check:
+            _eig_check_torch("dlyap", [A], batch)
         X, ok = it.kron_dlyap(A, Q)
         rec.backends.add("kron")
         if not bool(ok.all()):
@@ -370,6 +444,8 @@ def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     rec.backends.add("scipy")
     a, ia = _to_numpy(A, batch)
     q, iq = _to_numpy(Q, batch)
+    if cfg.check:
+        _check_finite_np(("A", a), ("Q", q))
     x, worst, unstable = sp.dlyap(
         a, ia, q, iq, rec.cache, cfg.check, cfg.require_stable == "discrete"
     )
@@ -428,7 +504,7 @@ def _riccati_tol(dtype: torch.dtype, n: int) -> float:
 
 def care_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
-    batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
+    batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
     Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     rec = cfg.record
     backend = _resolve(cfg, "care", n, _count(batch), A.device)
@@ -476,7 +552,7 @@ def _care_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Ten
 
 def dare_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
-    batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
+    batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
     Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     rec = cfg.record
     backend = _resolve(cfg, "dare", n, _count(batch), A.device)
@@ -514,6 +590,23 @@ def _dare_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Ten
 # ------------------------------------------------------------------------------------------
 # autograd Functions
 # ------------------------------------------------------------------------------------------
+def call(fn: Any, *args: Any) -> Tensor:
+    """``fn.apply(*args)``, or the bare forward when no derivative can be requested.
+
+    Skips the autograd.Function bookkeeping (tens of µs, which matters for small systems) when
+    no input requires grad, no forward-AD level is open and no torch.func transform is active.
+    """
+    if (
+        torch._C._are_functorch_transforms_active()
+        or fwAD._current_level >= 0
+        or (
+            torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+        )
+    ):
+        return fn.apply(*args)
+    return fn.forward(*args)
+
+
 def _sub(acc: Tensor | None, term: Tensor) -> Tensor:
     return -term if acc is None else acc - term
 
@@ -526,6 +619,7 @@ def _herm(t: Tensor) -> Tensor:
     return 0.5 * (t + t.mH)
 
 
+@freeze_signature
 class SylvesterFn(torch.autograd.Function):
     """X = sylv(A, B, Q): AX + XB = Q.
 
@@ -573,6 +667,7 @@ class SylvesterFn(torch.autograd.Function):
         return SylvesterFn.apply(A, B, Q, cfg), 0
 
 
+@freeze_signature
 class CLyapFn(torch.autograd.Function):
     """X = clyap(A, Q): AX + XAᴴ = Q.
 
@@ -617,6 +712,7 @@ class CLyapFn(torch.autograd.Function):
         return CLyapFn.apply(A, Q, cfg), 0
 
 
+@freeze_signature
 class DLyapFn(torch.autograd.Function):
     """X = dlyap(A, Q): AXAᴴ − X + Q = 0.
 
@@ -666,6 +762,7 @@ def _lyap_cfg(cfg: _Config) -> _Config:
     return _Config(backend=cfg.backend, check=False, maxiter=cfg.maxiter)
 
 
+@freeze_signature
 class CAREFn(torch.autograd.Function):
     """X = care(A, B, Q, R): AᴴX + XA − XBR⁻¹BᴴX + Q = 0 (Q, R used through their Hermitian
     parts).  With K = R⁻¹BᴴX, Ã = A − BK and S solving ÃS + SÃᴴ + herm(X̄) = 0:
@@ -740,6 +837,7 @@ class CAREFn(torch.autograd.Function):
         return CAREFn.apply(A, B, Q, R, cfg), 0
 
 
+@freeze_signature
 class DAREFn(torch.autograd.Function):
     """X = dare(A, B, Q, R): AᴴXA − X − AᴴXB(R + BᴴXB)⁻¹BᴴXA + Q = 0 (Hermitian parts of Q,
     R).  With K = (R + BᴴXB)⁻¹BᴴXA, Ã = A − BK and S solving ÃSÃᴴ − S + herm(X̄) = 0:

@@ -50,8 +50,10 @@ class Factor:
     src: np.ndarray  # the matrix the factor was computed for (used to validate cache hits)
     T: np.ndarray
     Z: np.ndarray
-    eig: np.ndarray  # eigenvalues of M (complex)
+    Zh: np.ndarray  # Zᴴ
+    eig: np.ndarray  # eigenvalues of src (complex; for dlyap those of A, not of M)
     lu: Any = None  # dlyap only: LU factors of src + I
+    memo: dict[str, Any] | None = None  # per-factor check results (separation, stability)
 
 
 def schur(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,22 +79,29 @@ def schur(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _lookup(
     entries: list[Factor | None], i: int, src: np.ndarray, make: Callable[[np.ndarray], Factor]
-) -> tuple[Factor, str]:
-    """Cached factor for ``src`` (op "N") or for ``srcᴴ`` (op "C"); computed when missing."""
+) -> tuple[Factor, bool]:
+    """Cached factor for ``src`` (returns False) or for ``srcᴴ`` (returns True, "transposed");
+    computed when missing or stale."""
     e = entries[i]
     if e is not None and e.src.shape == src.shape:
         if np.array_equal(e.src, src):
-            return e, "N"
+            return e, False
         if np.array_equal(e.src, src.conj().T):
-            return e, "C"
+            return e, True
     e = make(src)
     entries[i] = e
-    return e, "N"
+    return e, False
+
+
+def _factor(
+    src: np.ndarray, T: np.ndarray, Z: np.ndarray, eig: np.ndarray, lu: Any = None
+) -> Factor:
+    Zh = Z.conj().T if np.iscomplexobj(Z) else Z.T
+    return Factor(src.copy(), T, Z, np.ascontiguousarray(Zh), eig, lu)
 
 
 def _schur_factor(src: np.ndarray) -> Factor:
-    T, Z, eig = schur(src)
-    return Factor(src.copy(), T, Z, eig)
+    return _factor(src, *schur(src))
 
 
 def _entries(cache: dict[str, Any], key: str, count: int) -> list[Factor | None]:
@@ -103,39 +112,39 @@ def _entries(cache: dict[str, Any], key: str, count: int) -> list[Factor | None]
     return lst
 
 
-def _op(op: str, real: bool) -> str:
-    return "T" if (op == "C" and real) else op
+_OPS = {  # (complex?, transposed?) -> (op for the A slot, op for the Aᴴ slot)
+    (False, False): ("N", "T"),
+    (False, True): ("T", "N"),
+    (True, False): ("N", "C"),
+    (True, True): ("C", "N"),
+}
 
 
-def _flip(op: str) -> str:
-    return "C" if op == "N" else "N"
-
-
-def _trsyl(fa: Factor, opa: str, fb: Factor, opb: str, F: np.ndarray) -> np.ndarray:
-    """Solve op(T_a) Y + Y op(T_b) = F."""
-    real = not np.iscomplexobj(fa.T)
-    trsyl = _lapack("trsyl", fa.T.dtype)
-    Y, scale, info = trsyl(fa.T, fb.T, F, trana=_op(opa, real), tranb=_op(opb, real))
+def _trsyl(Ta: np.ndarray, Tb: np.ndarray, F: np.ndarray, opa: str, opb: str) -> np.ndarray:
+    """Solve op(T_a) Y + Y op(T_b) = F (LAPACK ?trsyl, with its overflow scale undone)."""
+    Y, scale, info = _lapack("trsyl", Ta.dtype)(Ta, Tb, F, trana=opa, tranb=opb)
     if info < 0:  # pragma: no cover - argument error
         raise ValueError(f"LAPACK ?trsyl: illegal value in argument {-info}")
     return Y / scale if scale != 1.0 else Y
 
 
-def _eig(f: Factor, op: str) -> np.ndarray:
-    return f.eig if op == "N" else f.eig.conj()
-
-
 class Worst:
-    """Track the worst (smallest relative) eigenvalue separation over a batch."""
+    """Track the worst (smallest relative) eigenvalue separation over a batch; the message is
+    only formatted when it is needed."""
 
     def __init__(self) -> None:
         self.rel = np.inf
-        self.msg = ""
+        self.sep = self.scale = 0.0
+        self._msg: Callable[[], str] = str
+
+    @property
+    def msg(self) -> str:
+        return self._msg()
 
     def update(self, sep: float, scale: float, msg: Callable[[], str]) -> None:
         rel = sep / scale if scale > 0 else 0.0
         if rel < self.rel:
-            self.rel, self.msg, self.sep, self.scale = rel, msg(), sep, scale
+            self.rel, self._msg, self.sep, self.scale = rel, msg, sep, scale
 
 
 def _pair_min(
@@ -145,6 +154,36 @@ def _pair_min(
     k = int(np.argmin(v))
     i, j = divmod(k, v.shape[1])
     return float(v[i, j]), i, j
+
+
+def _fro(a: np.ndarray) -> float:
+    return float(np.sqrt(np.vdot(a, a).real))
+
+
+def _clyap_sep(f: Factor) -> tuple[float, float, Callable[[], str]]:
+    """min |λᵢ + λ̄ⱼ| over eigenvalues of A (invariant under A → Aᴴ), memoised on the factor."""
+    memo = f.memo if f.memo is not None else {}
+    f.memo = memo
+    if "sep" not in memo:
+        lam = f.eig
+        re = lam.real
+        if re.max() < 0:  # one half plane: the minimum is 2 min |Re λ|
+            i = j = int(re.argmax())
+            sep = -2.0 * float(re[i])
+        elif re.min() > 0:
+            i = j = int(re.argmin())
+            sep = 2.0 * float(re[i])
+        else:
+            sep, i, j = _pair_min(lam, lam.conj(), np.add)
+        memo["sep"] = (
+            sep,
+            2 * _fro(f.T),
+            lambda: (
+                f"eigenvalues λᵢ = {lam[i]:.3g}, λⱼ = {lam[j]:.3g} of A give "
+                f"|λᵢ + λ̄ⱼ| = {abs(lam[i] + lam[j].conjugate()):.2e}"
+            ),
+        )
+    return memo["sep"]
 
 
 def sylvester(
@@ -162,23 +201,24 @@ def sylvester(
     out = np.empty((N, A.shape[-2], B.shape[-1]), dtype=np.result_type(A, Q))
     ea = _entries(cache, "sylv:A", A.shape[0])
     eb = _entries(cache, "sylv:B", B.shape[0])
+    cplx = np.iscomplexobj(A)
     worst = Worst() if check else None
     for k in range(N):
-        fa, opa = _lookup(ea, int(ia[k]), A[ia[k]], _schur_factor)
-        fb, opb = _lookup(eb, int(ib[k]), B[ib[k]], _schur_factor)
-        F = fa.Z.conj().T @ Q[iq[k]] @ fb.Z
-        Y = _trsyl(fa, opa, fb, opb, F)
-        out[k] = fa.Z @ Y @ fb.Z.conj().T
+        i, j = int(ia[k]), int(ib[k])
+        fa, ta = _lookup(ea, i, A[i], _schur_factor)
+        fb, tb = _lookup(eb, j, B[j], _schur_factor)
+        Y = _trsyl(fa.T, fb.T, fa.Zh @ Q[iq[k]] @ fb.Z, _OPS[cplx, ta][0], _OPS[cplx, tb][0])
+        out[k] = fa.Z @ Y @ fb.Zh
         if worst is not None:
-            la, mb = _eig(fa, opa), _eig(fb, opb)
-            sep, i, j = _pair_min(la, mb, np.add)
-            scale = np.linalg.norm(A[ia[k]]) + np.linalg.norm(B[ib[k]])
+            la = fa.eig.conj() if ta else fa.eig
+            mb = fb.eig.conj() if tb else fb.eig
+            sep, p, r = _pair_min(la, mb, np.add)
             worst.update(
                 sep,
-                scale,
-                lambda la=la, mb=mb, i=i, j=j, k=k: (
-                    f"eigenvalues λ = {la[i]:.3g} of A and μ = {mb[j]:.3g} of B give "
-                    f"|λ + μ| = {abs(la[i] + mb[j]):.2e} (system {k})"
+                _fro(A[i]) + _fro(B[j]),
+                lambda la=la, mb=mb, p=p, r=r, k=k: (
+                    f"eigenvalues λ = {la[p]:.3g} of A and μ = {mb[r]:.3g} of B give "
+                    f"|λ + μ| = {abs(la[p] + mb[r]):.2e} (system {k})"
                 ),
             )
     return out, worst
@@ -197,28 +237,37 @@ def clyap(
     N = len(ia)
     out = np.empty((N, *Q.shape[-2:]), dtype=np.result_type(A, Q))
     ea = _entries(cache, "clyap:A", A.shape[0])
+    cplx = np.iscomplexobj(A)
     worst = Worst() if check else None
     unstable = None
     for k in range(N):
-        f, op = _lookup(ea, int(ia[k]), A[ia[k]], _schur_factor)
-        F = f.Z.conj().T @ Q[iq[k]] @ f.Z
-        Y = _trsyl(f, op, f, _flip(op), F)
-        out[k] = f.Z @ Y @ f.Z.conj().T
-        lam = _eig(f, op)
-        if stable and unstable is None and lam.real.max() >= 0:
+        i = int(ia[k])
+        f, t = _lookup(ea, i, A[i], _schur_factor)
+        opa, opb = _OPS[cplx, t]
+        Y = _trsyl(f.T, f.T, f.Zh @ Q[iq[k]] @ f.Z, opa, opb)
+        out[k] = f.Z @ Y @ f.Zh
+        if stable and unstable is None and f.eig.real.max() >= 0:
+            lam = f.eig.conj() if t else f.eig
             unstable = (k, complex(lam[np.argmax(lam.real)]))
         if worst is not None:
-            sep, i, j = _pair_min(lam, lam.conj(), np.add)
-            scale = 2 * np.linalg.norm(A[ia[k]])
-            worst.update(
-                sep,
-                scale,
-                lambda lam=lam, i=i, j=j, k=k: (
-                    f"eigenvalues λᵢ = {lam[i]:.3g}, λⱼ = {lam[j]:.3g} of A give "
-                    f"|λᵢ + λ̄ⱼ| = {abs(lam[i] + lam[j].conjugate()):.2e} (system {k})"
-                ),
-            )
+            sep, scale, msg = _clyap_sep(f)
+            if (sep / scale if scale > 0 else 0.0) < worst.rel:
+                worst.update(sep, scale, lambda msg=msg, k=k: f"{msg()} (system {k})")
     return out, worst, unstable
+
+
+def clyap1(
+    a: np.ndarray, q: np.ndarray, cache: dict[str, Any], check: bool
+) -> tuple[np.ndarray, tuple[float, float, Callable[[], str]] | None, Factor]:
+    """Single-system AX + XAᴴ = Q (lean path for small unbatched solves; same maths as
+    :func:`clyap`).  Returns (X, separation info or None, factor)."""
+    ea = cache.get("clyap:A")
+    if ea is None or len(ea) != 1:
+        ea = cache["clyap:A"] = [None]
+    f, t = _lookup(ea, 0, a, _schur_factor)
+    opa, opb = _OPS[np.iscomplexobj(a), t]
+    Y = _trsyl(f.T, f.T, f.Zh @ q @ f.Z, opa, opb)
+    return f.Z @ Y @ f.Zh, (_clyap_sep(f) if check else None), f
 
 
 def _dlyap_factor(src: np.ndarray) -> Factor:
@@ -231,8 +280,27 @@ def _dlyap_factor(src: np.ndarray) -> Factor:
             "the discrete Lyapunov equation is singular: A has the eigenvalue −1 (1 − λᵢλ̄ⱼ = 0)"
         )
     M = sla.lu_solve(lu, src - eye, check_finite=False)
-    T, Z, eig = schur(M)
-    return Factor(src.copy(), T, Z, eig, lu)
+    T, Z, mu = schur(M)
+    with np.errstate(all="ignore"):
+        lam = (1 + mu) / (1 - mu)  # eigenvalues of A from those of M = (A + I)⁻¹(A − I)
+    return _factor(src, T, Z, lam, lu)
+
+
+def _dlyap_sep(f: Factor) -> tuple[float, float, Callable[[], str]]:
+    memo = f.memo if f.memo is not None else {}
+    f.memo = memo
+    if "sep" not in memo:
+        lam = f.eig
+        sep, i, j = _pair_min(lam, lam.conj(), lambda x, y: 1 - x * y)
+        memo["sep"] = (
+            sep,
+            1 + _fro(f.src) ** 2,
+            lambda: (
+                f"eigenvalues λᵢ = {lam[i]:.3g}, λⱼ = {lam[j]:.3g} of A give "
+                f"|1 − λᵢλ̄ⱼ| = {abs(1 - lam[i] * lam[j].conjugate()):.2e}"
+            ),
+        )
+    return memo["sep"]
 
 
 def dlyap(
@@ -248,32 +316,25 @@ def dlyap(
     N = len(ia)
     out = np.empty((N, *Q.shape[-2:]), dtype=np.result_type(A, Q))
     ea = _entries(cache, "dlyap:A", A.shape[0])
+    cplx = np.iscomplexobj(A)
     worst = Worst() if check else None
     unstable = None
     for k in range(N):
-        f, op = _lookup(ea, int(ia[k]), A[ia[k]], _dlyap_factor)
-        tr = 0 if op == "N" else 2  # (A + I)⁻¹ or (Aᴴ + I)⁻¹
+        i = int(ia[k])
+        f, t = _lookup(ea, i, A[i], _dlyap_factor)
+        tr = 2 if t else 0  # (A + I)⁻¹ or (Aᴴ + I)⁻¹
         P = sla.lu_solve(f.lu, Q[iq[k]], trans=tr, check_finite=False)
         C = sla.lu_solve(f.lu, P.conj().T, trans=tr, check_finite=False).conj().T
-        F = f.Z.conj().T @ (-2.0 * C) @ f.Z
-        Y = _trsyl(f, op, f, _flip(op), F)
-        out[k] = f.Z @ Y @ f.Z.conj().T
-        mu = _eig(f, op)
-        with np.errstate(all="ignore"):
-            lam = (1 + mu) / (1 - mu)
-        if stable and unstable is None and np.abs(lam).max() >= 1:
+        opa, opb = _OPS[cplx, t]
+        Y = _trsyl(f.T, f.T, f.Zh @ (-2.0 * C) @ f.Z, opa, opb)
+        out[k] = f.Z @ Y @ f.Zh
+        if stable and unstable is None and np.abs(f.eig).max() >= 1:
+            lam = f.eig.conj() if t else f.eig
             unstable = (k, complex(lam[np.argmax(np.abs(lam))]))
         if worst is not None:
-            sep, i, j = _pair_min(lam, lam.conj(), lambda x, y: 1 - x * y)
-            scale = 1 + np.linalg.norm(A[ia[k]]) ** 2
-            worst.update(
-                sep,
-                scale,
-                lambda lam=lam, i=i, j=j, k=k: (
-                    f"eigenvalues λᵢ = {lam[i]:.3g}, λⱼ = {lam[j]:.3g} of A give "
-                    f"|1 − λᵢλ̄ⱼ| = {abs(1 - lam[i] * lam[j].conjugate()):.2e} (system {k})"
-                ),
-            )
+            sep, scale, msg = _dlyap_sep(f)
+            if (sep / scale if scale > 0 else 0.0) < worst.rel:
+                worst.update(sep, scale, lambda msg=msg, k=k: f"{msg()} (system {k})")
     return out, worst, unstable
 
 

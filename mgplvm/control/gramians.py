@@ -17,7 +17,7 @@ from ._common import (
     check_inputs,
     real_dtype,
 )
-from ._functions import CLyapFn, DLyapFn
+from ._functions import CLyapFn, DLyapFn, call
 
 __all__ = ["controllability_gramian", "observability_gramian"]
 
@@ -63,10 +63,10 @@ def controllability_gramian(
     if T is None:
         if discrete:
             cfg = _Config(backend=backend, require_stable="discrete")
-            W = DLyapFn.apply(A, BB, cfg)
+            W = call(DLyapFn, A, BB, cfg)
         else:
             cfg = _Config(backend=backend, require_stable="continuous")
-            W = CLyapFn.apply(A, -BB, cfg)
+            W = call(CLyapFn, A, -BB, cfg)
         return 0.5 * (W + W.mH)
     if discrete:
         return _discrete_finite(A, BB, T)

@@ -40,6 +40,7 @@ from ._functions import (
     DAREFn,
     DLyapFn,
     SylvesterFn,
+    call,
     care_residual,
     dare_residual,
 )
@@ -103,7 +104,7 @@ def solve_sylvester(
     )
     broadcast_batch(named)
     cfg = _config(backend, check, maxiter)
-    X = SylvesterFn.apply(A, B, Q, cfg)
+    X = call(SylvesterFn, A, B, Q, cfg)
     if not return_info:
         return X
     with torch.no_grad():
@@ -142,7 +143,7 @@ def solve_continuous_lyapunov(
     check_dims([("A.shape[-1]", A.shape[-1], "Q.shape[-1]", Q.shape[-1])])
     broadcast_batch(named)
     cfg = _config(backend, check, maxiter)
-    X = CLyapFn.apply(A, Q, cfg)
+    X = call(CLyapFn, A, Q, cfg)
     if not return_info:
         return X
     with torch.no_grad():
@@ -179,7 +180,7 @@ def solve_discrete_lyapunov(
     check_dims([("A.shape[-1]", A.shape[-1], "Q.shape[-1]", Q.shape[-1])])
     broadcast_batch(named)
     cfg = _config(backend, check, maxiter)
-    X = DLyapFn.apply(A, Q, cfg)
+    X = call(DLyapFn, A, Q, cfg)
     if not return_info:
         return X
     with torch.no_grad():
@@ -231,7 +232,7 @@ def solve_continuous_are(
     """
     A, B, Q, R = _riccati_inputs(A, B, Q, R)
     cfg = _config(backend, check, maxiter)
-    X = CAREFn.apply(A, B, Q, R, cfg)
+    X = call(CAREFn, A, B, Q, R, cfg)
     if not return_info:
         return X
     with torch.no_grad():
@@ -268,7 +269,7 @@ def solve_discrete_are(
     """
     A, B, Q, R = _riccati_inputs(A, B, Q, R)
     cfg = _config(backend, check, maxiter)
-    X = DAREFn.apply(A, B, Q, R, cfg)
+    X = call(DAREFn, A, B, Q, R, cfg)
     if not return_info:
         return X
     with torch.no_grad():
