@@ -144,6 +144,16 @@ def _check_finite_np(*named: tuple[str, np.ndarray]) -> None:
             raise ValueError(f"{name} contains non-finite values ({nn} NaN, {ni} inf)")
 
 
+_nrm = torch.linalg.matrix_norm
+
+
+def _suspect(X: Tensor, Q: Tensor, scale: Tensor) -> bool:
+    """Whether the (cheap) bound sep ≤ ‖Q‖/‖X‖ allows sep/scale < √eps for some system, i.e.
+    whether the eigenvalue-based near-singularity check is worth running."""
+    bound = _nrm(Q) / (scale * _nrm(X)).clamp_min(torch.finfo(scale.dtype).tiny)
+    return bool((bound < 10 * math.sqrt(eps_of(real_dtype(X.dtype)))).any())
+
+
 def _first_bad(ok: Tensor) -> int:
     return int((~ok.reshape(-1)).nonzero()[0, 0])
 
@@ -245,7 +255,7 @@ def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
         rec.iterations = max(rec.iterations, k)
         rec.backends.add("torch")
         if bool(ok.all()):
-            if cfg.check and k > 12:
+            if cfg.check and (k > 12 or _suspect(X, Q, _nrm(A) + _nrm(B))):
                 _eig_check_torch("sylv", [A, B], batch)
             return X
         if cfg.backend != "auto":
@@ -359,7 +369,7 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
                 "the infinite-horizon Gramian needs A Hurwitz (pass a finite T)",
             )
         if bool(ok.all()):
-            if cfg.check and k > 12:
+            if cfg.check and (k > 12 or _suspect(X, Q, 2 * _nrm(A))):
                 _eig_check_torch("clyap", [A], batch)
             return X
         if cfg.backend != "auto":
@@ -426,7 +436,7 @@ def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
         rec.iterations = max(rec.iterations, k)
         rec.backends.add("torch")
         if bool(ok.all()):
-            if cfg.check and k > 25:
+            if cfg.check and (k > 25 or _suspect(X, Q, 1 + _nrm(A) ** 2)):
                 _eig_check_torch("dlyap", [A], batch)
             return X
         if cfg.backend != "auto" or cfg.require_stable:
@@ -498,6 +508,17 @@ def dare_residual(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, X: Tensor) -> Tens
     return nrm(res) / den.clamp_min(torch.finfo(den.dtype).tiny)
 
 
+_DOUBLE = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+
+def _promote(ts: list[Tensor]) -> list[Tensor]:
+    """Single → double precision for the torch Riccati iterations: the nonlinear equations lose
+    κ·eps digits, and in float32 that is often more than the 1e-4 users expect (scipy's
+    solvers upcast the same way)."""
+    wd = _DOUBLE.get(ts[0].dtype)
+    return ts if wd is None else [t.to(wd) for t in ts]
+
+
 def _riccati_tol(dtype: torch.dtype, n: int) -> float:
     return 1e3 * n * eps_of(real_dtype(dtype))
 
@@ -511,7 +532,8 @@ def care_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Te
     if backend == "kron":
         raise ValueError("backend='kron' is not available for the (nonlinear) Riccati equation")
     if backend == "torch":
-        X, ok, k = _chunked(_care_torch, [A, B, Qs, Rs], batch, 2 * n)
+        X, ok, k = _chunked(_care_torch, _promote([A, B, Qs, Rs]), batch, 2 * n)
+        X = X.to(A.dtype)
         rec.iterations = max(rec.iterations, k)
         rec.backends.add("torch")
         if bool(ok.all()):
@@ -559,7 +581,8 @@ def dare_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Te
     if backend == "kron":
         raise ValueError("backend='kron' is not available for the (nonlinear) Riccati equation")
     if backend == "torch":
-        X, ok, k = _chunked(_dare_torch, [A, B, Qs, Rs], batch, 2 * n)
+        X, ok, k = _chunked(_dare_torch, _promote([A, B, Qs, Rs]), batch, 2 * n)
+        X = X.to(A.dtype)
         rec.iterations = max(rec.iterations, k)
         rec.backends.add("torch")
         if bool(ok.all()):

@@ -174,7 +174,7 @@ def smith_dlyap(A: Tensor, Q: Tensor, *, maxiter: int = 64) -> tuple[Tensor, Ten
     thresh = 0.01 * eps
     nrm = _fro(Ak)
     for it in range(1, maxiter + 1):  # noqa: B007
-        if _max(nrm.nan_to_num(nan=math.inf)) ** 2 <= thresh:
+        if _max(nrm.nan_to_num(nan=math.inf)) <= math.sqrt(thresh):  # no float ** 2 overflow
             break
         X = X + Ak @ X @ Ak.mH
         Ak = Ak @ Ak
@@ -260,7 +260,7 @@ def sda_dare(A: Tensor, G: Tensor, Q: Tensor, *, maxiter: int = 100) -> tuple[Te
         H_new = 0.5 * (H_new + H_new.mH)
         d = _max((_fro(H_new - Hk) / _fro(H_new)).nan_to_num(nan=math.inf))
         Ak, Gk, Hk = A_new, G_new, H_new
-        if d <= 10 * eps or _max(_fro(Ak)) ** 2 <= 0.01 * eps:
+        if d <= 10 * eps or _max(_fro(Ak)) <= math.sqrt(0.01 * eps):
             break
     ok = torch.isfinite(Hk).flatten(-2).all(-1)
     return Hk, ok, it

@@ -12,6 +12,7 @@ Backends (``backend=``):
              Lyapunov, Sylvester), squared Smith doubling (discrete Lyapunov), Hamiltonian sign
              function + Newton–Kleinman (CARE), structured doubling (DARE).  They need
              stability (A Hurwitz, ρ(A) < 1, separated spectra); failures are reported.
+             Single-precision Riccati inputs are iterated in double precision (like scipy).
 ``"kron"``   dense Kronecker/vec linear solve, for tiny systems.
 ``"auto"``   Kronecker for n ≤ 4; torch iterations on accelerators and for batches (≥ 8) of small
              systems on CPU; scipy otherwise.  Systems the torch method cannot handle (e.g. an
