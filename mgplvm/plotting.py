@@ -73,6 +73,11 @@ def plot_polar_tuning(
             ax.plot(th, closed(truth[n]), "k--", lw=1)
         ax.set_title(f"neuron {n}", fontsize=8, pad=2)
         ax.set_xticklabels([])
+        top = float(np.nanmax(mean[n] + (2 * sd[n] if sd is not None else 0)))
+        if truth is not None:
+            top = max(top, float(np.nanmax(truth[n])))
+        ax.set_ylim(0, top * 1.05)
+        ax.set_yticks([round(top / 2, 1 if top < 10 else 0)])
         ax.tick_params(labelsize=6)
     fig.suptitle(f"tuning curves ({units}; band ±2 s.d." +
                  ("; dashed: ground truth)" if truth is not None else ")"), fontsize=10)
@@ -101,6 +106,16 @@ def plot_latent_vs_truth(
     import matplotlib.pyplot as plt
 
     t, mu = _np(times), _np(inferred)
+    lo = None if lower is None else _np(lower)
+    hi = None if upper is None else _np(upper)
+    jumps = np.zeros(len(mu), dtype=bool)
+    if periodic:
+        # wrap the mean into [-π, π) and move its band with it; cut all three at the wraps
+        wrapped = (mu + np.pi) % (2 * np.pi) - np.pi
+        if lo is not None and hi is not None:
+            lo, hi = lo + (wrapped - mu), hi + (wrapped - mu)
+        mu = wrapped
+        jumps = np.r_[False, np.abs(np.diff(mu)) > np.pi]
 
     def breaks(v):
         v = v.copy()
@@ -108,13 +123,18 @@ def plot_latent_vs_truth(
             v[np.r_[False, np.abs(np.diff(v)) > np.pi]] = np.nan
         return v
 
+    def cut(v):
+        v = v.copy()
+        v[jumps] = np.nan
+        return v
+
     fig, ax = plt.subplots(figsize=(9, 2.8))
-    if lower is not None and upper is not None:
-        ax.fill_between(t, _np(lower), _np(upper), color="C0", alpha=0.25, lw=0,
+    if lo is not None and hi is not None:
+        ax.fill_between(t, cut(lo), cut(hi), color="C0", alpha=0.25, lw=0,
                         label="95% credible band")
     if truth is not None:
         ax.plot(t, breaks(_np(truth)), color="k", lw=1.2, label="tracked")
-    ax.plot(t, breaks(mu), color="C0", lw=1.0, label="inferred")
+    ax.plot(t, cut(mu), color="C0", lw=1.0, label="inferred")
     if periodic:
         ax.set_ylim(-np.pi - 0.3, np.pi + 0.3)
         ax.set_yticks([-np.pi, 0, np.pi], ["-π", "0", "π"])

@@ -1,0 +1,133 @@
+"""The ``mgplvm`` command line.
+
+    mgplvm demo                      fit the bundled head-direction recording and write a report
+    mgplvm fit FILE --manifold T1    fit one manifold to a recording
+    mgplvm crossval FILE --manifolds T1,R1,S2 --splits 10
+    mgplvm simulate [SETTINGS.json] --save out.h5
+    mgplvm comms --n 6 --noise 1     rate of normal vs non-normal chains
+
+Run ``mgplvm COMMAND --help`` for the options of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "head_direction.h5"
+MANIFOLD_HELP = (
+    "latent manifold: T1 (ring), T2 (torus), R1/R2/R3 (Euclidean), S2/S3 (spheres), SO3 "
+    "(rotations), products like T1xR1"
+)
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="recording: .h5/.hdf5 (mgplvm schema or any, with --array), "
+                   ".npz, .npy, .mat or .nwb")
+    p.add_argument("--array", help="name of the count array inside the file (default: Y, counts, "
+                   "spikes, spike_counts or data)")
+    p.add_argument("--bin-size", type=float, help="seconds per bin (if the file has none)")
+    p.add_argument("--layout", choices=["neurons,time", "time,neurons"],
+                   help="axis order of a 2-D array (default neurons,time)")
+    p.add_argument("--likelihood", default="poisson", choices=["poisson", "negbin", "gaussian"],
+                   help="observation model (default poisson, for spike counts)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="mgplvm_out", help="output folder (default mgplvm_out)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="mgplvm",
+        description="Find the latent manifold of a neural population recording "
+        "(manifold GPLVMs), compare manifolds by cross-validation, analyse linear networks.",
+        epilog="Start with `mgplvm demo`. Data are (trials, neurons, time) spike counts.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="fit the bundled head-direction recording, compare manifolds, write a report",
+        description="Fit the bundled (simulated) head-direction recording on the ring T1, compare "
+        "T1, R1, R2 and S2 by cross-validation and write an HTML report with figures.",
+    )
+    demo.add_argument("--out", default="mgplvm_report", help="report folder (default "
+                      "mgplvm_report)")
+    demo.add_argument("--file", default=str(BUNDLED), help="recording (default: the bundled one)")
+    demo.add_argument("--minutes", type=float, default=None,
+                      help="use only the first MINUTES of the recording")
+    demo.add_argument("--splits", type=int, default=None, help="cross-validation folds")
+    demo.add_argument("--quick", action="store_true", help="a fast smoke run (small settings)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    fit = sub.add_parser("fit", help="fit one manifold to a recording",
+                         description="Fit an mGPLVM to a recording and save the model, latents, "
+                         "tuning curves and figures in --out.")
+    _add_data_args(fit)
+    fit.add_argument("--manifold", default="T1", help=MANIFOLD_HELP + " (default T1)")
+    fit.add_argument("--iterations", type=int, default=None, help="optimisation steps")
+    fit.add_argument("--optimizer", default="adam",
+                     choices=["adam", "ngd", "fishleg", "ngd+fishleg"])
+
+    cv = sub.add_parser("crossval", help="compare manifolds by cross-validation",
+                        description="Held-out neurons x held-out time bins cross-validation; "
+                        "writes a table (cv.txt, cv.csv), cv.h5 and a comparison plot cv.png.")
+    _add_data_args(cv)
+    cv.add_argument("--manifolds", default="T1,R1,R2", help="comma-separated; " + MANIFOLD_HELP)
+    cv.add_argument("--splits", type=int, default=10, help="folds (default 10)")
+    cv.add_argument("--workers", type=int, default=None, help="parallel processes")
+    cv.add_argument("--iterations", type=int, default=None, help="optimisation steps per fit")
+
+    sim = sub.add_parser("simulate", help="generate a synthetic recording",
+                         description="Generate a synthetic recording from a settings file "
+                         "(default: the bundled ring) and print its summary.")
+    sim.add_argument("settings", nargs="?", default=None, help="settings JSON")
+    sim.add_argument("--save", help="write it to this .h5 file")
+
+    comms = sub.add_parser("comms", help="transmission rate of normal vs non-normal chains",
+                           description="Maximal transmission rate of a non-normal chain (forward "
+                           "weight alpha, backward 1/alpha) versus the normal chain with the same "
+                           "spectrum (Baggio et al. 2020).")
+    comms.add_argument("--n", type=int, default=6, help="network size (default 6)")
+    comms.add_argument("--alpha", type=float, default=5.0, help="forward weight (default 5)")
+    comms.add_argument("--noise", type=float, nargs="+", default=[0.01, 1.0, 100.0],
+                       help="noise variances sigma^2 (default 0.01 1 100)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mgplvm`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        from mgplvm import workflow
+
+        return int(getattr(workflow, f"cmd_{args.command}")(args) or 0)
+    except CLIError as err:
+        print(f"mgplvm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"mgplvm {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    # re-import so that CLIError is the class the workflow raises (not __main__.CLIError)
+    from mgplvm.cli import main as _main
+
+    raise SystemExit(_main())

@@ -1,0 +1,441 @@
+"""End-to-end workflows behind the ``mgplvm`` command line (and usable from Python).
+
+* :func:`fit_recording` — fit one manifold to a :class:`~mgplvm.io.Recording` with defaults that
+  work on the bundled data (time minibatches for long recordings).
+* :func:`report_fit` — add the fit's figures to a :class:`~mgplvm.report.Report`: ELBO trace,
+  polar tuning curves with ±2 s.d. bands (rings), inferred vs tracked head direction with its
+  credible band, and the alignment error when ground truth or tracking exists.
+* :func:`report_crossval` — table (``cv.txt``, ``cv.csv``), ``cv.h5`` and the comparison plot.
+* :func:`run_demo` — the bundled head-direction recording: fit on T¹, cross-validate T¹, R¹, R²
+  and S², write the report.
+
+The ``cmd_*`` functions take the parsed ``argparse`` namespace of :mod:`mgplvm.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mgplvm.cli import BUNDLED, CLIError
+
+__all__ = [
+    "DemoResult",
+    "FIT_DEFAULTS",
+    "fit_recording",
+    "report_fit",
+    "report_crossval",
+    "run_crossval",
+    "run_demo",
+]
+
+#: defaults of :func:`fit_recording` (override by keyword)
+FIT_DEFAULTS: dict[str, Any] = {"n_iter": 1000, "n_mc": 4, "lr": 0.05, "max_full_batch": 1000,
+                                "batch_size": 500}
+
+
+# ------------------------------------------------------------------------------------ loading
+def load(path: str | Path, array: str | None = None, bin_size: float | None = None,
+         layout: str | None = None):
+    """Load a recording with messages that say what to do when it fails."""
+    from mgplvm.io import load_recording
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(
+            f"no such file: {p}. Give the path of a recording (.h5/.hdf5, .npz, .npy, .mat or "
+            "an .nwb file), or run `mgplvm demo` to use the bundled one."
+        )
+    try:
+        return load_recording(p, array=array, bin_size=bin_size, layout=layout)
+    except KeyError as err:
+        msg = err.args[0] if err.args else str(err)
+        msg = str(msg).replace("Pass array='<name>' to choose one.",
+                               "Choose one with --array NAME.")
+        raise CLIError(msg) from err
+
+
+def _check_manifold(name: str):
+    from mgplvm.model import manifold_from_name
+
+    try:
+        return manifold_from_name(name)
+    except (ValueError, KeyError) as err:
+        raise CLIError(str(err.args[0] if err.args else err)) from err
+
+
+# ------------------------------------------------------------------------------------ fitting
+def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", seed: int = 0,
+                  progress: bool = True, optimizer: str = "adam", **overrides: Any):
+    """Fit an :class:`~mgplvm.MGPLVM` on ``manifold`` to ``rec`` -> ``(model, FitResult)``.
+
+    Recordings longer than ``max_full_batch`` bins are fitted on random windows of
+    ``batch_size`` bins per iteration (an unbiased ELBO estimate; see :func:`mgplvm.fit`).
+    ``overrides`` update :data:`FIT_DEFAULTS`; other keys are passed to :func:`mgplvm.fit`.
+    """
+    from mgplvm.fit import fit
+    from mgplvm.model import MGPLVM
+
+    cfg = {**FIT_DEFAULTS, **overrides}
+    max_full = cfg.pop("max_full_batch")
+    batch = cfg.pop("batch_size")
+    n_trials, n_neurons, n_time = rec.Y.shape
+    if n_time > max_full:
+        cfg["batch_size"] = batch
+    model_kwargs = {}
+    if optimizer in ("ngd", "ngd+fishleg"):
+        model_kwargs["variational_distribution"] = "natural"
+    model = MGPLVM(manifold, n_neurons, n_time, n_trials, likelihood=likelihood,
+                   bin_size=rec.bin_size, seed=seed, **model_kwargs)
+    result = fit(model, rec.Y, seed=seed, progress=progress, optimizer=optimizer, **cfg)
+    return model, result
+
+
+def _truth_of(rec, manifold_name: str):
+    """Ground-truth / tracked latents ``(trials, time, ambient)`` if the recording has them."""
+    if manifold_name == "T1" and rec.head_direction is not None:
+        return np.asarray(rec.head_direction)[..., None]
+    if rec.latents is not None:
+        lat = np.asarray(rec.latents)
+        return lat
+    return None
+
+
+def _synthetic_truth(path: str | Path):
+    """The generator's :class:`~mgplvm.datasets.SyntheticData` if ``path`` is one of ours."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if not str(f.attrs.get("schema", "")).startswith("mgplvm.synthetic"):
+                return None
+        from mgplvm.datasets import load_h5
+
+        return load_h5(path)
+    except Exception:  # noqa: BLE001 - tuning ground truth is optional decoration
+        return None
+
+
+def report_fit(report, model, result, rec, *, source: str | Path | None = None,
+               max_seconds_shown: float = 120.0) -> dict[str, Any]:
+    """Add the figures and numbers of one fit to ``report``; return a summary dict.
+
+    Figures: the ELBO trace; for rings the polar tuning curves (posterior mean ± 2 s.d.; dashed:
+    the generator's true curves when the file is simulated) and the inferred head direction
+    (aligned to the tracked one) with its 95% credible band over the first
+    ``max_seconds_shown`` seconds.
+    """
+    import torch
+
+    from mgplvm.alignment import align
+    from mgplvm.plotting import plot_latent_vs_truth, plot_loss, plot_polar_tuning
+
+    name = model.manifold.name
+    losses = np.asarray(result.losses)
+    summary: dict[str, Any] = {
+        "manifold": name, "iterations": int(result.n_iter), "stopped": result.reason,
+        "final_elbo": float(result.final_elbo), "seconds": round(float(result.elapsed), 1),
+    }
+    report.add_figure("elbo", plot_loss(losses), "ELBO trace",
+                      "Negative ELBO per iteration (a minibatch estimate for long recordings).")
+
+    post = model.latent_posterior(level=0.95)
+    truth = _truth_of(rec, name)
+    al = None
+    if truth is not None:
+        al = align(post.mean, torch.as_tensor(truth, dtype=post.mean.dtype), model.manifold)
+        if name == "T1":
+            summary["median_error_deg"] = float(np.degrees(al.median_error))
+        else:
+            summary["median_error"] = float(al.median_error)
+
+    if name == "T1":
+        grid = torch.linspace(-math.pi, math.pi, 121, dtype=model.dtype)[:-1, None]
+        # tuning curves at angles of the tracked frame: map them into the model's frame first
+        pts = al.inverse(grid) if al is not None else grid
+        mean, sd = model.tuning_curves(pts)
+        sim = _synthetic_truth(source) if source is not None else None
+        true_rates = None
+        if sim is not None and sim.manifold_name == "T1":
+            true_rates = sim.tuning(grid.numpy())
+        order = np.argsort(np.asarray(mean.argmax(-1)))  # by preferred direction
+        report.add_figure(
+            "tuning", plot_polar_tuning(grid[:, 0], mean, sd, neurons=order[:24].tolist(),
+                                        true_rates=true_rates),
+            "Tuning curves",
+            "Posterior mean firing rate (Hz) against head direction, with ±2 s.d. bands"
+            + ("; dashed: the simulator's true tuning curves." if true_rates is not None else "."),
+        )
+        if al is not None:
+            n_show = min(rec.n_time, int(max_seconds_shown / rec.bin_size))
+            times = np.arange(n_show) * rec.bin_size
+            inferred = al.aligned[0, :n_show, 0]
+            # the credible half-width is frame independent (the alignment is an isometry)
+            half = (post.upper - post.mean)[0, :n_show, 0]
+            fig = plot_latent_vs_truth(times, inferred, inferred - half, inferred + half,
+                                       truth=truth[0, :n_show, 0])
+            report.add_figure(
+                "head_direction", fig, "Inferred vs tracked head direction",
+                f"Posterior mean (aligned by the ring's symmetries) with its 95% band; median "
+                f"absolute error {summary['median_error_deg']:.1f}° over the whole recording.",
+            )
+    return summary
+
+
+def _save_fit(out: Path, model, result) -> None:
+    import h5py
+
+    model.save(out / "model.pt")
+    post = model.latent_posterior(level=0.95)
+    with h5py.File(out / "latents.h5", "w") as f:
+        f.attrs["manifold"] = model.manifold.name
+        f.attrs["level"] = post.level
+        f["mean"] = post.mean.cpu().numpy()
+        f["cov"] = post.cov.cpu().numpy()
+        f["radius"] = post.radius.cpu().numpy()
+        if post.lower is not None:
+            f["lower"] = post.lower.cpu().numpy()
+            f["upper"] = post.upper.cpu().numpy()
+        f["losses"] = np.asarray(result.losses)
+
+
+# ------------------------------------------------------------------------------------ crossval
+def run_crossval(rec, manifolds: list[str], n_splits: int, *, seed: int = 0,
+                 likelihood: str = "poisson", n_workers: int | None = None,
+                 n_iter: int = 600, test_iter: int = 300, n_mc: int = 4,
+                 results_dir: str | Path | None = None, progress: bool = True, **kwargs: Any):
+    """:func:`mgplvm.crossvalidate` on a recording with the workflow's fit settings."""
+    from mgplvm.crossval import crossvalidate
+
+    return crossvalidate(
+        rec.Y, manifolds, n_splits=n_splits, likelihood=likelihood, seed=seed,
+        bin_size=rec.bin_size, n_workers=n_workers, results_dir=results_dir,
+        fit_kwargs={"n_iter": n_iter, "n_mc": n_mc},
+        test_fit_kwargs={"n_iter": test_iter, "n_mc": n_mc}, progress=progress, **kwargs,
+    )
+
+
+def report_crossval(report, cv, out: Path) -> None:
+    """Write ``cv.txt``, ``cv.csv``, ``cv.h5`` and add the table and plot to ``report``."""
+    table = cv.table()
+    (out / "cv.txt").write_text(table + "\n")
+    _write_csv(out / "cv.csv", cv)
+    cv.save(out / "cv.h5")
+    summ = cv.summary()
+    diffs = cv.paired_differences()
+    rows = []
+    for m in cv.manifolds:
+        row = {"manifold": m, "held-out LL per datum": summ[m]["mean"], "s.e.m.": summ[m]["sem"],
+               "folds": summ[m]["n"], "wins": cv.win_counts().get(m, 0)}
+        d = diffs.get(m, {})
+        row["difference to best"] = d.get("mean", 0.0)
+        rows.append(row)
+    report.add_table("Cross-validation (held-out neurons x held-out time bins)", rows)
+    report.add_figure(
+        "crossval", cv.plot(), "Manifold comparison",
+        "Held-out log-likelihood per datum (higher is better); each line is one fold. "
+        f"Winner: {cv.winner()}.",
+    )
+    if cv.failed:
+        report.add_text("Failed folds", "\n".join(
+            f"{r['manifold']} fold {r['fold']}: {r['error']}" for r in cv.failed),
+            preformatted=True)
+
+
+def _write_csv(path: Path, cv) -> None:
+    cols = cv.to_dataframe()
+    if hasattr(cols, "to_csv"):
+        cols.to_csv(path, index=False)
+        return
+    keys = list(cols)
+    n = len(cols[keys[0]]) if keys else 0
+    lines = [",".join(keys)]
+    for i in range(n):
+        lines.append(",".join(str(cols[k][i]) for k in keys))
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------ the demo
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced: the report's ``index``, the fit summary and the CV."""
+
+    index: Path
+    fit: dict[str, Any]
+    cv: Any
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+#: demo settings: full (default) and quick (a smoke run for tests)
+DEMO_SETTINGS = {
+    "full": {"fit_iter": 1000, "cv_minutes": 1.0, "cv_splits": 2, "cv_iter": 500,
+             "cv_test_iter": 250, "manifolds": ["T1", "R1", "R2", "S2"]},
+    "quick": {"fit_iter": 30, "cv_minutes": 0.25, "cv_splits": 1, "cv_iter": 20,
+              "cv_test_iter": 10, "manifolds": ["T1", "R1"]},
+}
+
+
+def run_demo(out: str | Path = "mgplvm_report", *, file: str | Path = BUNDLED,
+             minutes: float | None = None, splits: int | None = None, quick: bool = False,
+             seed: int = 0, progress: bool = True, n_workers: int | None = None,
+             log=print) -> DemoResult:
+    """Fit the bundled head-direction recording on T¹, cross-validate, write the report."""
+    from mgplvm.io import Recording
+    from mgplvm.report import Report
+
+    start = time.perf_counter()
+    settings = dict(DEMO_SETTINGS["quick" if quick else "full"])
+    if splits is not None:
+        settings["cv_splits"] = int(splits)
+    out = Path(out)
+    rec = load(file)
+    if minutes is not None:
+        n = max(50, int(round(minutes * 60 / rec.bin_size)))
+        rec = _first_bins(rec, n)
+    if quick:
+        rec = _first_bins(rec, min(rec.n_time, 400))
+        n_workers = 1 if n_workers is None else n_workers  # no process start-up cost
+    log(f"recording: {rec.summary()}")
+    report = Report(out, title="mgplvm demo: head-direction recording")
+    report.add_text("Recording", rec.summary(), preformatted=True)
+
+    log(f"fitting T1 (ring) to {rec.n_neurons} neurons x {rec.n_time} bins ...")
+    model, result = fit_recording(rec, "T1", seed=seed, progress=progress,
+                                  n_iter=settings["fit_iter"])
+    summary = report_fit(report, model, result, rec, source=file)
+    _save_fit(out, model, result)
+    if "median_error_deg" in summary:
+        log(f"T1 fit: {summary['iterations']} iterations in {summary['seconds']} s; median head-"
+            f"direction error {summary['median_error_deg']:.1f} deg")
+
+    n_cv = min(rec.n_time, int(round(settings["cv_minutes"] * 60 / rec.bin_size)))
+    cv_rec = _first_bins(rec, n_cv) if not quick else rec
+    assert isinstance(cv_rec, Recording)
+    manifolds = settings["manifolds"]
+    log(f"cross-validating {', '.join(manifolds)} on the first {cv_rec.n_time} bins, "
+        f"{settings['cv_splits']} fold(s) ...")
+    cv = run_crossval(cv_rec, manifolds, settings["cv_splits"], seed=seed,
+                      n_iter=settings["cv_iter"], test_iter=settings["cv_test_iter"],
+                      n_workers=n_workers, progress=progress)
+    report_crossval(report, cv, out)
+    log(cv.table())
+    seconds = time.perf_counter() - start
+    report.add_text(
+        "Settings",
+        json.dumps({"seed": seed, **settings, "cv_bins": cv_rec.n_time,
+                    "seconds": round(seconds, 1)}, indent=1),
+        preformatted=True,
+    )
+    index = report.write()
+    (out / "summary.json").write_text(json.dumps(
+        {"fit": summary, "cv_winner": cv.winner(), "cv": cv.summary(), "seconds": seconds},
+        indent=1, default=float))
+    log(f"report: {index} ({seconds:.0f} s)")
+    return DemoResult(index=index, fit=summary, cv=cv, seconds=seconds, settings=settings)
+
+
+def _first_bins(rec, n: int):
+    from mgplvm.io import Recording
+
+    hd = None if rec.head_direction is None else rec.head_direction[..., :n]
+    lat = None if rec.latents is None else rec.latents[:, :n]
+    return Recording(rec.Y[..., :n], rec.bin_size, head_direction=hd, latents=lat,
+                     cells=dict(rec.cells), description=rec.description, source=rec.source)
+
+
+# ------------------------------------------------------------------------------------ commands
+def cmd_demo(args) -> int:
+    run_demo(args.out, file=args.file, minutes=args.minutes, splits=args.splits,
+             quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from mgplvm.report import Report
+
+    _check_manifold(args.manifold)
+    rec = load(args.file, args.array, args.bin_size, args.layout)
+    out = Path(args.out)
+    print(rec.summary())
+    kw = {} if args.iterations is None else {"n_iter": args.iterations}
+    model, result = fit_recording(rec, args.manifold, likelihood=args.likelihood, seed=args.seed,
+                                  progress=not args.no_progress, optimizer=args.optimizer, **kw)
+    report = Report(out, title=f"mgplvm fit: {Path(args.file).name} on {args.manifold}")
+    report.add_text("Recording", rec.summary(), preformatted=True)
+    summary = report_fit(report, model, result, rec, source=args.file)
+    _save_fit(out, model, result)
+    report.add_table("Fit", [summary])
+    index = report.write()
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(json.dumps(summary, indent=1, default=float))
+    print(f"model: {out / 'model.pt'}  latents: {out / 'latents.h5'}  report: {index}")
+    return 0
+
+
+def cmd_crossval(args) -> int:
+    from mgplvm.report import Report
+
+    manifolds = [m.strip() for m in args.manifolds.split(",") if m.strip()]
+    if not manifolds:
+        raise CLIError("--manifolds is empty; give e.g. --manifolds T1,R1,R2")
+    for m in manifolds:
+        _check_manifold(m)
+    if args.splits < 1:
+        raise CLIError(f"--splits must be at least 1, got {args.splits}")
+    rec = load(args.file, args.array, args.bin_size, args.layout)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(rec.summary())
+    kw = {} if args.iterations is None else {"n_iter": args.iterations,
+                                             "test_iter": max(1, args.iterations // 2)}
+    cv = run_crossval(rec, manifolds, args.splits, seed=args.seed, likelihood=args.likelihood,
+                      n_workers=args.workers, results_dir=out / "folds",
+                      progress=not args.no_progress, **kw)
+    report = Report(out, title=f"mgplvm crossval: {Path(args.file).name}")
+    report_crossval(report, cv, out)
+    index = report.write()
+    print(cv.table())
+    print(f"table: {out / 'cv.txt'}  plot: {out / 'crossval.png'}  report: {index}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from mgplvm.datasets import DEFAULT_SETTINGS, from_settings, save_h5, summarize
+
+    path = args.settings or DEFAULT_SETTINGS
+    if not Path(path).exists():
+        raise CLIError(f"no such settings file: {path}")
+    data = from_settings(path)
+    print(summarize(data))
+    if args.save:
+        save_h5(data, args.save)
+        print(f"saved {args.save}")
+    return 0
+
+
+def cmd_comms(args) -> int:
+    import torch
+
+    from mgplvm.comms import chain_pair, max_rate
+
+    if args.n < 2:
+        raise CLIError(f"--n must be at least 2, got {args.n}")
+    if any(s <= 0 for s in args.noise):
+        raise CLIError("noise variances must be positive")
+    A_n, A_nn = chain_pair(args.n, args.alpha)
+    eye = torch.eye(args.n, dtype=torch.float64)
+    print(f"chains of n={args.n}: forward weight {args.alpha:g}, backward {1 / args.alpha:g} "
+          f"(non-normal) vs symmetric (normal), same spectrum; B = C = I")
+    print(f"{'sigma^2':>10} {'R_max normal':>14} {'R_max non-normal':>18} {'ratio':>8}")
+    for s2 in args.noise:
+        r_n = float(max_rate(A_n, eye, eye, noise_var=s2).rate)
+        r_nn = float(max_rate(A_nn, eye, eye, noise_var=s2).rate)
+        print(f"{s2:>10g} {r_n:>14.4g} {r_nn:>18.4g} {r_nn / r_n:>8.3g}")
+    return 0

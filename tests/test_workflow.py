@@ -1,0 +1,136 @@
+"""The ``mgplvm`` command line and the demo workflow (smoke settings)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mgplvm.cli import BUNDLED, build_parser, main
+
+
+def test_help_explains_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("demo", "fit", "crossval", "simulate", "comms"):
+        assert command in text
+    parser = build_parser()
+    for command in ("demo", "fit", "crossval", "simulate", "comms"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "usage: mgplvm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "no/such/file.h5"], "no such file"),
+        (["fit", str(BUNDLED), "--manifold", "Q7"], "unknown manifold 'Q7'"),
+        (["fit", str(BUNDLED), "--array", "nope"], "no array 'nope'"),
+        (["crossval", str(BUNDLED), "--manifolds", "T1,K3"], "unknown manifold 'K3'"),
+        (["crossval", str(BUNDLED), "--splits", "0"], "--splits must be at least 1"),
+        (["simulate", "missing.json"], "no such settings file"),
+        (["comms", "--n", "1"], "--n must be at least 2"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_status_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert err.startswith(f"mgplvm {argv[0]}: error:")
+
+
+def test_errors_also_clean_through_python_dash_m():
+    proc = subprocess.run([sys.executable, "-m", "mgplvm.cli", "fit", "nope.h5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_simulate_prints_summary_and_saves(tmp_path, capsys):
+    out = tmp_path / "sim.h5"
+    assert main(["simulate", "--save", str(out)]) == 0
+    assert "neurons" in capsys.readouterr().out
+    with h5py.File(out) as f:
+        assert f["Y"].ndim == 3
+
+
+def test_comms_prints_normal_vs_nonnormal_table(capsys):
+    assert main(["comms", "--n", "3", "--noise", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "R_max normal" in out
+    row = out.strip().splitlines()[-1].split()
+    assert float(row[0]) == 1.0 and float(row[-1]) > 0
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_demo_writes_a_complete_report(quick_demo):
+    out = quick_demo
+    index = (out / "index.html").read_text()
+    for png in ("elbo.png", "tuning.png", "head_direction.png", "crossval.png"):
+        assert (out / png).stat().st_size > 5000, png
+        assert f'src="{png}"' in index
+    assert "Cross-validation" in index and "<table>" in index
+    for f in ("cv.txt", "cv.csv", "cv.h5", "model.pt", "latents.h5"):
+        assert (out / f).exists(), f
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fit"]["manifold"] == "T1"
+    assert 0 <= summary["fit"]["median_error_deg"] < 90
+    assert summary["cv_winner"] in ("T1", "R1")
+
+
+def test_demo_outputs_reload(quick_demo):
+    from mgplvm.crossval import CVResult
+    from mgplvm.model import MGPLVM
+
+    model = MGPLVM.load(quick_demo / "model.pt")
+    with h5py.File(quick_demo / "latents.h5") as f:
+        mean = f["mean"][()]
+        assert f.attrs["manifold"] == "T1"
+    np.testing.assert_allclose(model.latent_posterior().mean.numpy(), mean)
+    cv = CVResult.load(quick_demo / "cv.h5")
+    assert cv.manifolds == ["T1", "R1"]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs a Chromium binary for the screenshot")
+def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
+    shot = tmp_path / "report.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+           "--window-size=1200,2400", f"--screenshot={shot}",
+           (Path(quick_demo) / "index.html").resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    assert shot.exists() and shot.stat().st_size > 20_000
+    from matplotlib.image import imread
+
+    img = imread(shot)
+    # the page is not blank: figures put many non-white pixels on it
+    assert (img[..., :3] < 0.9).any(-1).mean() > 0.05
