@@ -329,7 +329,9 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
         opt.zero_grad()
         bad = None
         try:
-            loss = elbo.differentiable_loss(model.model, model.guide, Y, t_idx, beta)
+            # Pyro's argument validation would raise on a NaN factor; NaNs are handled below
+            with pyro.validation_enabled(False):
+                loss = elbo.differentiable_loss(model.model, model.guide, Y, t_idx, beta)
             if not torch.isfinite(loss):
                 bad = "nan"
             else:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ from torch import nn
 from mgplvm.kernels import ManifoldMaternKernel, ManifoldRBFKernel, factor_sqdists
 from mgplvm.latents import LatentPrior, ReLiePosterior, get_prior, pca_init
 from mgplvm.likelihoods import GaussianLikelihood, MGPLVMLikelihood, get_likelihood
-from mgplvm.manifolds import Euclid, LatentManifold, Torus
+from mgplvm.manifolds import Euclid, LatentManifold, Torus, get_manifold
 
 __all__ = [
     "MGPLVM",
@@ -81,18 +80,9 @@ VARIATIONAL_DISTRIBUTIONS = {
 _KERNELS = {"rbf": None, "matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
 
 
-def manifold_from_name(name: str) -> LatentManifold:
-    """The manifold called ``name`` (``"T1"``, ``"R2"``, ``"S3"``, ``"SO3"``, ...)."""
-    try:
-        from mgplvm.manifolds import get_manifold  # type: ignore[attr-defined]
-    except ImportError:
-        get_manifold = None
-    if get_manifold is not None:
-        return get_manifold(name)
-    m = re.fullmatch(r"([TR])(\d+)", name)
-    if m is None:
-        raise ValueError(f"unknown manifold name {name!r}")
-    return (Torus if m.group(1) == "T" else Euclid)(int(m.group(2)))
+#: alias of :func:`mgplvm.manifolds.get_manifold` (``"T1"``, ``"R2"``, ``"S3"``, ``"SO3"``,
+#: ``"T1xS2"``...; manifold objects pass through)
+manifold_from_name = get_manifold
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
