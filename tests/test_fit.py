@@ -1,0 +1,228 @@
+"""fit(): recovery on a small ring, checkpoint/resume, NaN handling, frozen generative model,
+float32, unbiased minibatch ELBO, reproducibility."""
+
+import math
+import time
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+from mgplvm.alignment import align
+from mgplvm.datasets import head_direction_ring
+from mgplvm.fit import FitResult, _batch_indices, fit, register_optimizer
+from mgplvm.model import MGPLVM
+
+
+@pytest.fixture(autouse=True)
+def _float64_one_thread():
+    # float64; one thread (small problems on a shared 2-core machine: threading only hurts)
+    old, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    pyro.set_rng_seed(0)
+    yield
+    torch.set_default_dtype(old)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ring():
+    return head_direction_ring(n_neurons=30, n_time=200, seed=3)
+
+
+def _model(data, **kw):
+    kw = {"n_inducing": 12, "seed": 0, **kw}
+    return MGPLVM("T1", data.n_neurons, data.n_time, bin_size=data.bin_size, **kw)
+
+
+def _tiny(n_time=24, **kw):
+    data = head_direction_ring(n_neurons=6, n_time=n_time, seed=0)
+    return _model(data, n_inducing=6, **kw), data.Y
+
+
+def test_fit_recovers_small_ring(ring):
+    model = _model(ring, prior="brownian")
+    t0 = time.perf_counter()
+    res = fit(model, ring.Y, n_iter=250, n_mc=2, lr=0.05, burnin=30, progress=False, seed=0)
+    elapsed = time.perf_counter() - t0
+    assert isinstance(res, FitResult) and res.n_iter == len(res.losses) <= 250
+    assert np.all(np.isfinite(res.losses))
+    assert res.losses[-10:].mean() < res.losses[:10].mean() - 100
+    al = align(model.latent_posterior(n_samples=50).mean, ring.latents, model.manifold)
+    assert al.median_error < math.radians(30), al.median_error
+    # tuning curves at the true latents (mapped into the model's frame) follow the true rates
+    pts = torch.linspace(-math.pi, math.pi, 60)[:, None]
+    rate, _ = model.tuning_curves(al.inverse(pts))
+    truth = ring.tuning(pts.numpy())
+    corr = [np.corrcoef(rate[n].numpy(), truth[n])[0, 1] for n in range(ring.n_neurons)]
+    assert np.median(corr) > 0.8
+    assert elapsed < 120  # ~20 s on an idle 2-core machine
+    assert res.final_elbo == pytest.approx(-res.losses[-20:].mean())
+
+
+def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
+    kw = dict(n_mc=2, batch_size=10, lr=0.05, burnin=5, progress=False, early_stopping=False)
+    model_a, Y = _tiny()
+    res_a = fit(model_a, Y, n_iter=16, seed=7, **kw)
+    model_b, _ = _tiny()
+    ck = tmp_path / "run.ckpt"
+    res_b1 = fit(model_b, Y, n_iter=9, seed=7, checkpoint=ck, checkpoint_every=4, **kw)
+    assert res_b1.n_iter == 9 and ck.exists()
+    pyro.set_rng_seed(12345)  # the checkpoint restores the RNG state
+    model_c, _ = _tiny()
+    res_c = fit(model_c, Y, n_iter=16, resume=ck, **kw)
+    assert res_c.n_iter == 16
+    np.testing.assert_array_equal(res_c.losses, res_a.losses)
+    for (k, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items(),
+                              strict=True):
+        torch.testing.assert_close(c, a, rtol=0, atol=0, msg=k)
+    other, _ = _tiny(n_time=30)
+    with pytest.raises(ValueError, match="different model configuration"):
+        fit(other, head_direction_ring(n_neurons=6, n_time=30, seed=0).Y, n_iter=16, resume=ck,
+            **kw)
+
+
+def test_same_seed_same_result():
+    runs = []
+    for _ in range(2):
+        model, Y = _tiny()
+        res = fit(model, Y, n_iter=6, n_mc=2, batch_size=8, progress=False, seed=11)
+        runs.append((res.losses, model.latents.mu.detach().clone()))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    torch.testing.assert_close(runs[0][1], runs[1][1], rtol=0, atol=0)
+
+
+def test_nan_loss_stops_with_last_good_state(monkeypatch):
+    model, Y = _tiny()
+    lik = model.likelihood
+    calls = {"n": 0}
+    original = lik.expected_log_prob_moments
+
+    def poisoned(y, mean, var):
+        calls["n"] += 1
+        out = original(y, mean, var)
+        return out * float("nan") if calls["n"] == 6 else out
+
+    monkeypatch.setattr(lik, "expected_log_prob_moments", poisoned)
+    states = {}
+
+    def record(it, loss, m):
+        states[it] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    with pytest.warns(RuntimeWarning, match="last good parameters restored"):
+        res = fit(model, Y, n_iter=20, n_mc=2, progress=False, seed=0, callback=record)
+    assert res.reason == "nan" and not res.converged
+    assert res.n_iter == 5 and np.all(np.isfinite(res.losses))
+    # iteration 5 failed: the parameters are those of iteration 4's (finite) loss, i.e. the
+    # state after step 3
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, states[3][k], rtol=0, atol=0, msg=k)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_train_latents_keeps_generative_parameters(ring):
+    model = _model(ring)
+    fit(model, ring.Y, n_iter=5, n_mc=2, progress=False, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fit(model, ring.Y, n_iter=10, n_mc=2, progress=False, seed=1, train="latents")
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"latents.mu", "latents.raw_scale"}
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen afterwards
+
+
+def test_train_latents_on_new_data_decodes_first(ring):
+    model = _model(ring)
+    fit(model, ring.Y, n_iter=20, n_mc=2, progress=False, seed=0)
+    new = model.with_new_latents(ring.n_time)
+    gen = {n: p.detach().clone() for n, p in new.named_parameters()}
+    fit(new, ring.Y, n_iter=5, n_mc=2, progress=False, seed=0, train="latents")
+    assert bool(new.latents_initialized)
+    for n, p in new.named_parameters():
+        if not n.startswith("latents."):
+            torch.testing.assert_close(p.detach(), gen[n], rtol=0, atol=0)
+
+
+def test_float32_fit():
+    model, Y = _tiny(dtype=torch.float32)
+    res = fit(model, Y, n_iter=15, n_mc=2, progress=False, seed=0)
+    assert res.n_iter == 15 and np.all(np.isfinite(res.losses))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.predict(n_samples=2).dtype == torch.float32
+
+
+def test_minibatch_elbo_unbiased():
+    """At fixed parameters the mean of the minibatch estimates over all (equally likely) windows
+    equals the full-batch ELBO within Monte-Carlo error: the time plate rescales the per-bin terms
+    by n_time / batch and KL(q(u)) is counted once."""
+    T, B = 20, 5
+    model, Y = _tiny(n_time=T)
+    model.init_from_data(Y)
+    Yt = model.validate_data(Y)
+    with torch.no_grad():
+        full = torch.stack([model.elbo(Yt, n_mc=256) for _ in range(4)])
+        windows = [(s + torch.arange(B)) % T for s in range(T)]
+        mini = torch.stack([
+            torch.stack([model.elbo(Yt, n_mc=256, t_idx=w.sort().values) for w in windows]).mean()
+            for _ in range(2)
+        ])
+        # the per-window estimates differ a lot (the rescaling is not a no-op)
+        spread = torch.stack([model.elbo(Yt, n_mc=256, t_idx=w) for w in windows[:4]]).std()
+    se = math.sqrt(full.var() / len(full) + mini.var() / len(mini))
+    assert abs(float(mini.mean() - full.mean())) < 4 * se, (mini, full)
+    assert float(spread) > 10 * se
+
+
+def test_batch_indices():
+    assert _batch_indices(10, None, "window", "cpu") is None
+    assert _batch_indices(10, 10, "random", "cpu") is None
+    torch.manual_seed(0)
+    w = _batch_indices(10, 4, "window", "cpu")
+    assert len(w) == 4 and torch.all(w[1:] > w[:-1])
+    counts = torch.zeros(10)
+    for _ in range(2000):
+        counts[_batch_indices(10, 4, "window", "cpu")] += 1
+    # every bin is included with probability batch / n_time (what makes the estimate unbiased)
+    assert torch.allclose(counts / 2000, torch.full((10,), 0.4), atol=0.05)
+    counts = torch.zeros(10)
+    for _ in range(2000):
+        r = _batch_indices(10, 4, "random", "cpu")
+        assert len(r.unique()) == 4
+        counts[r] += 1
+    assert torch.allclose(counts / 2000, torch.full((10,), 0.4), atol=0.05)
+
+
+def test_early_stopping_callback_and_errors():
+    model, Y = _tiny()
+    res = fit(model, Y, n_iter=400, n_mc=1, progress=False, seed=0, burnin=1, patience=5,
+              rtol=0.5)
+    assert res.converged and res.reason == "converged" and res.n_iter < 400
+    res = fit(model, Y, n_iter=50, n_mc=1, progress=False, callback=lambda i, loss, m: i >= 2)
+    assert res.reason == "callback" and res.n_iter == 3
+    with pytest.raises(ValueError, match="train"):
+        fit(model, Y, train="everything")
+    with pytest.raises(ValueError, match="batch_mode"):
+        fit(model, Y, batch_mode="sliding")
+    with pytest.raises(ValueError, match="n_mc"):
+        fit(model, Y, n_mc=0)
+    with pytest.raises(TypeError, match="MGPLVM"):
+        fit(object(), Y)
+    with pytest.raises(ValueError, match="non-integer"):
+        fit(model, Y + 0.5)
+
+
+def test_registered_optimizer_is_used():
+    made = {}
+
+    def factory(model, params, lr, lr_manifold, **kw):
+        made["n"] = len(params)
+        made["kw"] = kw
+        return torch.optim.SGD(params, lr=1e-4)
+
+    register_optimizer("test-sgd", factory)
+    model, Y = _tiny()
+    res = fit(model, Y, n_iter=3, n_mc=1, progress=False, optimizer="test-sgd",
+              optimizer_kwargs={"foo": 1})
+    assert res.n_iter == 3 and made["n"] == len(list(model.parameters()))
+    assert made["kw"] == {"foo": 1}

@@ -1,0 +1,254 @@
+"""Latent posteriors (ReLie) and priors: densities against closed forms, shapes, modules."""
+
+import math
+
+import pytest
+import torch
+
+from mgplvm.latents import (
+    AR1Prior,
+    BrownianPrior,
+    GPPrior,
+    ManifoldUniform,
+    ReLieNormal,
+    ReLiePosterior,
+    UniformPrior,
+    get_prior,
+    pca_init,
+)
+from mgplvm.manifolds import Euclid, Torus
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@pytest.fixture(autouse=True)
+def _float64_one_thread():
+    # float64; one thread (small problems on a shared 2-core machine: threading only hurts)
+    old, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(old)
+    torch.set_num_threads(threads)
+
+
+def _random_tril(*batch, d, scale=0.1):
+    A = scale * torch.randn(*batch, d, d)
+    L = torch.tril(A, -1) + torch.diag_embed(scale * (0.5 + torch.rand(*batch, d)))
+    return L
+
+
+def _gauss_entropy(L):
+    d = L.shape[-1]
+    return 0.5 * d * (1 + LOG_2PI) + torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)
+
+
+# ------------------------------------------------------------------------------ ReLie posterior
+@pytest.mark.parametrize("manifold", [Torus(1), Torus(2), Euclid(2)], ids=repr)
+def test_relie_entropy_small_sigma_matches_gaussian(manifold):
+    mu = manifold.random(2, 3)
+    L = _random_tril(2, 3, d=manifold.dim, scale=0.2)
+    q = ReLieNormal(manifold, mu, L, kmax=2)  # small Σ: far preimages are negligible
+    n = 4000
+    lp = q.log_prob(q.rsample((n,)))
+    entropy_mc = -lp.mean(0)
+    se = lp.std(0) / math.sqrt(n)
+    closed = _gauss_entropy(L)
+    assert torch.all((entropy_mc - closed).abs() < 5 * se + 1e-6)
+
+
+def test_relie_log_prob_equals_gaussian_on_euclid():
+    m = Euclid(2)
+    mu = torch.randn(4, 2)
+    L = _random_tril(4, d=2, scale=1.0)
+    q = ReLieNormal(m, mu, L)
+    g = q.sample((7,))
+    ref = torch.distributions.MultivariateNormal(mu, scale_tril=L).log_prob(g)
+    torch.testing.assert_close(q.log_prob(g), ref)
+
+
+def test_relie_wrapped_density_on_ring_normalised_and_wrapped():
+    m = Torus(1)
+    mu = torch.tensor([[2.5]])
+    L = torch.tensor([[[1.5]]])  # wide: wrapping matters
+    q = ReLieNormal(m, mu, L)
+    theta = torch.linspace(-math.pi, math.pi, 4001)[:-1].reshape(-1, 1, 1)
+    dens = q.log_prob(theta).exp().squeeze()
+    assert abs(float(dens.sum() * 2 * math.pi / 4000) - 1) < 1e-9
+    # explicit wrapped normal
+    x = (theta.squeeze() - 2.5)
+    ref = sum(
+        torch.exp(-0.5 * ((x + 2 * math.pi * k) / 1.5) ** 2) / (1.5 * math.sqrt(2 * math.pi))
+        for k in range(-8, 9)
+    )
+    torch.testing.assert_close(dens, ref)
+
+
+def test_relie_shapes_and_reparameterisation():
+    m = Torus(2)
+    post = ReLiePosterior(m, n_trials=2, n_time=5, cov="full", init_sd=0.3)
+    q = post.distribution()
+    assert q.batch_shape == (2, 5) and q.event_shape == (2,)
+    g = q.rsample((3,))
+    assert g.shape == (3, 2, 5, 2)
+    assert q.log_prob(g).shape == (3, 2, 5)
+    g.sum().backward()
+    assert post.mu.grad is not None and post.raw_scale.grad is not None
+    sub = post.distribution(torch.tensor([1, 3]))
+    assert sub.batch_shape == (2, 2)
+    torch.testing.assert_close(sub.mu, post.mu[:, [1, 3]])
+    ex = q.expand((4, 2, 5))
+    assert ex.batch_shape == (4, 2, 5)
+    with pytest.raises(ValueError, match="trailing"):
+        ReLieNormal(m, torch.zeros(3, 1), torch.eye(2).expand(3, 2, 2))
+
+
+@pytest.mark.parametrize("cov", ["full", "diagonal"])
+def test_relie_posterior_module(cov):
+    m = Euclid(3)
+    post = ReLiePosterior(m, 1, 4, cov=cov, init_sd=0.25)
+    L = post.scale_tril
+    assert L.shape == (1, 4, 3, 3)
+    torch.testing.assert_close(post.covariance, 0.0625 * torch.eye(3).expand(1, 4, 3, 3))
+    with torch.no_grad():
+        post.raw_scale.add_(torch.randn_like(post.raw_scale))
+    L = post.scale_tril
+    assert torch.all(torch.triu(L, 1) == 0) and torch.all(torch.diagonal(L, dim1=-2, dim2=-1) > 0)
+    if cov == "diagonal":
+        assert torch.all(torch.tril(L, -1) == 0)
+    post.set_sd(0.5)
+    torch.testing.assert_close(post.covariance, 0.25 * torch.eye(3).expand(1, 4, 3, 3))
+    post.set_mean(torch.ones(1, 4, 3))
+    torch.testing.assert_close(post.mu.detach(), torch.ones(1, 4, 3))
+    with pytest.raises(ValueError, match="cov"):
+        ReLiePosterior(m, 1, 4, cov="banded")
+    with pytest.raises(ValueError, match="initial latent means"):
+        ReLiePosterior(m, 1, 4, mu=torch.zeros(1, 5, 3))
+
+
+def test_set_mean_projects_angles():
+    post = ReLiePosterior(Torus(1), 1, 3)
+    post.set_mean(torch.tensor([[[4.0], [-4.0], [0.5]]]))
+    assert torch.all(post.mu.abs() <= math.pi)
+    target = torch.tensor([[[4.0], [-4.0], [0.5]]])
+    torch.testing.assert_close(torch.cos(post.mu.detach()), torch.cos(target))
+
+
+# ------------------------------------------------------------------------------ priors
+@pytest.mark.parametrize("d", [1, 2])
+def test_uniform_prior_normalised(d):
+    m = Torus(d)
+    prior = UniformPrior(m)
+    p = prior.distribution(2, None, 6)
+    assert isinstance(p, ManifoldUniform) and p.batch_shape == (2, 6)
+    g = p.sample((3,))
+    assert g.shape == (3, 2, 6, d)
+    lp = p.log_prob(g)
+    assert lp.shape == (3, 2, 6)
+    torch.testing.assert_close(lp, torch.full_like(lp, -d * LOG_2PI))
+    # a normalised density: its integral over [-π, π)^d is 1
+    assert math.isclose(math.exp(float(lp[0, 0, 0])) * (2 * math.pi) ** d, 1.0)
+    with pytest.raises(ValueError, match="compact"):
+        UniformPrior(Euclid(1))
+
+
+def _brownian_cov(times, step_sd, init_sd=1.0):
+    t = times - times[0]
+    return init_sd**2 + step_sd**2 * torch.minimum(t[:, None], t[None, :])
+
+
+def test_brownian_prior_on_euclid_equals_explicit_gaussian():
+    m = Euclid(2)
+    prior = BrownianPrior(m, step_sd=0.3)
+    times = torch.tensor([0, 1, 2, 5, 6, 9])
+    p = prior.distribution(2, times, 10)
+    assert p.batch_shape == (2, 6)
+    x = torch.randn(2, 6, 2)
+    lp = p.log_prob(x)
+    assert lp.shape == (2, 6)
+    K = _brownian_cov(times.double(), 0.3)
+    ref = torch.distributions.MultivariateNormal(torch.zeros(6), K).log_prob(x.transpose(-1, -2))
+    torch.testing.assert_close(lp.sum(-1), ref.sum(-1))
+    # broadcast over particles
+    lp3 = p.expand((4, 2, 6)).log_prob(x.expand(4, 2, 6, 2))
+    assert lp3.shape == (4, 2, 6)
+
+
+def test_ar1_prior_on_euclid_equals_stationary_gaussian():
+    m = Euclid(1)
+    prior = AR1Prior(m, step_sd=0.4, ar_coef=0.8)
+    times = torch.tensor([0, 1, 3, 4, 8])
+    p = prior.distribution(1, times, 10)
+    x = torch.randn(1, 5, 1)
+    lp = p.log_prob(x).sum(-1)
+    a, s = 0.8, 0.4
+    t = times.double()
+    K = s**2 / (1 - a**2) * a ** (t[:, None] - t[None, :]).abs()
+    ref = torch.distributions.MultivariateNormal(torch.zeros(5), K).log_prob(x[..., 0])
+    torch.testing.assert_close(lp, ref)
+    assert 0 < float(prior.ar_coef.detach()) < 1
+
+
+def test_brownian_prior_on_ring_is_uniform_start_plus_wrapped_increments():
+    m = Torus(1)
+    prior = BrownianPrior(m, step_sd=0.2)
+    times = torch.tensor([0, 1, 3])
+    g = torch.tensor([[[3.0], [-3.1], [-2.9]]])
+    lp = prior.distribution(1, times, 5).log_prob(g)
+    d1 = (-3.1 - 3.0) + 2 * math.pi  # shortest way round
+    d2 = 0.2
+    ref1 = -0.5 * (d1 / 0.2) ** 2 - math.log(0.2) - 0.5 * LOG_2PI
+    ref2 = -0.5 * d2**2 / (0.2**2 * 2) - 0.5 * math.log(0.2**2 * 2) - 0.5 * LOG_2PI
+    torch.testing.assert_close(lp[0], torch.tensor([-LOG_2PI, ref1, ref2]))
+    # sampling: shape and on the manifold
+    s = prior.distribution(2, None, 5).sample((3,))
+    assert s.shape == (3, 2, 5, 1) and torch.all(s.abs() <= math.pi)
+
+
+def test_gp_prior_equals_explicit_gaussian():
+    m = Euclid(2)
+    prior = GPPrior(m, timescale=3.0, jitter=1e-3)
+    times = torch.tensor([0, 2, 3, 7])
+    p = prior.distribution(1, times, 10)
+    x = torch.randn(1, 4, 2)
+    lp = p.log_prob(x)
+    assert lp.shape == (1, 4)
+    t = times.double()
+    K = torch.exp(-0.5 * (t[:, None] - t[None, :]) ** 2 / 9.0) + 1e-3 * torch.eye(4)
+    ref = torch.distributions.MultivariateNormal(torch.zeros(4), K).log_prob(x[0].T).sum()
+    torch.testing.assert_close(lp.sum(), ref)
+    assert p.sample((5,)).shape == (5, 1, 4, 2)
+    with pytest.raises(ValueError, match="compact"):
+        GPPrior(Torus(1))
+
+
+def test_prior_registry_and_gradients():
+    assert isinstance(get_prior(None, Torus(1)), UniformPrior)
+    assert isinstance(get_prior(None, Euclid(1)), GPPrior)
+    with pytest.raises(ValueError, match="unknown latent prior"):
+        get_prior("levy", Torus(1))
+    prior = get_prior("brownian", Torus(1), step_sd=0.3)
+    g = Torus(1).random(1, 6)
+    prior.distribution(1, None, 6).log_prob(g).sum().backward()
+    assert prior.raw_step_sd.grad is not None and prior.raw_step_sd.grad.abs() > 0
+    frozen = get_prior("brownian", Torus(1), learn=False)
+    assert not frozen.raw_step_sd.requires_grad
+
+
+# ------------------------------------------------------------------------------ initialisation
+def test_pca_init_recovers_ring_angle():
+    from mgplvm.alignment import align
+    from mgplvm.datasets import head_direction_ring
+
+    data = head_direction_ring(n_neurons=40, n_time=300, seed=1)
+    mu = pca_init(torch.from_numpy(data.Y), Torus(1))
+    assert mu.shape == (1, 300, 1)
+    assert align(mu, data.latents, Torus(1)).median_error < 0.6
+
+
+def test_pca_init_shapes_euclid():
+    Y = torch.poisson(torch.full((2, 6, 30), 2.0))
+    mu = pca_init(Y, Euclid(3))
+    assert mu.shape == (2, 30, 3)
+    torch.testing.assert_close(mu.reshape(-1, 3).std(0), torch.ones(3))
