@@ -134,3 +134,17 @@ def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
     img = imread(shot)
     # the page is not blank: figures put many non-white pixels on it
     assert (img[..., :3] < 0.9).any(-1).mean() > 0.05
+
+
+def test_readme_api_example_runs(monkeypatch, tmp_path):
+    """The README's Python example, with iteration counts cut down for the test."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    small = (code.replace("n_iter=1000", "n_iter=3").replace("n_splits=4", "n_splits=1")
+             .replace("[..., :2400]", "[..., :120]").replace('["T1", "R1", "R2"]', '["T1", "R1"]'))
+    assert small != code
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    exec(compile(small.replace("n_splits=1,", "n_splits=1, n_workers=1, progress=False,"),
+                 "README.md", "exec"), {})
