@@ -658,6 +658,15 @@ def test_value_errors() -> None:
     B, R = torch.ones(3, 1, dtype=F64), torch.eye(1, dtype=F64)
     Qns = torch.eye(3, dtype=F64)
     Qns[0, 1] = 0.5
+    for backend in ("scipy", "torch"):  # numpy-side and torch-side checks say the same
+        with pytest.raises(ValueError, match="Q must be symmetric"):
+            ctl.solve_continuous_are(A, B, Qns.expand(2, 3, 3), R, backend=backend)
+        with pytest.raises(ValueError, match="R must be positive definite"):
+            ctl.solve_discrete_are(
+                A, B, torch.eye(3, dtype=F64), -R.expand(2, 1, 1), backend=backend
+            )
+        with pytest.raises(ValueError, match="B contains non-finite"):
+            ctl.solve_discrete_are(A, B * float("inf"), torch.eye(3, dtype=F64), R, backend=backend)
     with pytest.raises(ValueError, match="Q must be symmetric"):
         ctl.solve_continuous_are(A, B, Qns, R)
     with pytest.raises(ValueError, match="Q must be Hermitian"):

@@ -478,6 +478,56 @@ def _riccati_prepare(
     return Qs, Rs
 
 
+def _hermitian_np(name: str, t: np.ndarray, check: bool) -> np.ndarray:
+    """numpy twin of :func:`hermitian_part` (the scipy path never touches torch kernels)."""
+    th = t.conj().swapaxes(-1, -2)
+    if check:
+        d = t - th
+        if t.shape[0] == 1:  # one system: two BLAS dot products
+            den = np.vdot(t, t).real
+            worst = math.sqrt(np.vdot(d, d).real / den) if den > 0 else 0.0
+        else:
+            asym = np.sqrt(np.sum((d * d.conj()).real, axis=(-2, -1)))
+            nrm = np.sqrt(np.sum((t * t.conj()).real, axis=(-2, -1)))
+            rel = asym / np.where(nrm > 0, nrm, 1.0)
+            worst = float(rel.max()) if rel.size else 0.0
+        tol = math.sqrt(float(np.finfo(t.dtype).eps))
+        if worst > tol:
+            kind = "Hermitian" if np.iscomplexobj(t) else "symmetric"
+            raise ValueError(
+                f"{name} must be {kind}: ‖{name} − {name}ᴴ‖/‖{name}‖ = {worst:.2e} > {tol:.1e}"
+            )
+    return 0.5 * (t + th)
+
+
+def _riccati_scipy(
+    solver: Callable[..., np.ndarray],
+    A: Tensor,
+    B: Tensor,
+    Q: Tensor,
+    R: Tensor,
+    cfg: _Config,
+    batch: torch.Size,
+) -> Tensor:
+    """scipy Riccati solve with the input checks done in numpy (same checks and messages as
+    :func:`_riccati_prepare`)."""
+    (a, ia), (b, ib), (q, iq), (r, ir) = (_to_numpy(t, batch) for t in (A, B, Q, R))
+    if cfg.check:
+        _check_finite_np(("A", a), ("B", b), ("Q", q), ("R", r))
+    q = _hermitian_np("Q", q, cfg.check)
+    r = _hermitian_np("R", r, cfg.check)
+    if cfg.check:
+        try:
+            np.linalg.cholesky(r)
+        except np.linalg.LinAlgError:
+            ev = float(np.linalg.eigvalsh(r).min())
+            msg = f"R must be positive definite (smallest eigenvalue {ev:.3e})"
+            raise ValueError(msg) from None
+    x = solver(a, ia, b, ib, q, iq, r, ir)
+    X = _from_numpy(x, A, batch)
+    return 0.5 * (X + X.mH)
+
+
 def _gain_matrix(B: Tensor, R: Tensor) -> Tensor:
     """G = B R⁻¹ Bᴴ through a Cholesky factor of R."""
     L = torch.linalg.cholesky(R)
@@ -526,9 +576,12 @@ def _riccati_tol(dtype: torch.dtype, n: int) -> float:
 def care_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
     batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
-    Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     rec = cfg.record
     backend = _resolve(cfg, "care", n, _count(batch), A.device)
+    if backend == "scipy":
+        rec.backends.add("scipy")
+        return _riccati_scipy(sp.care, A, B, Q, R, cfg, batch)
+    Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     if backend == "kron":
         raise ValueError("backend='kron' is not available for the (nonlinear) Riccati equation")
     if backend == "torch":
@@ -546,10 +599,7 @@ def care_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Te
             )
         return _patch(X, ok, batch, lambda *t: care_forward(*t, _scipy_cfg(cfg)), [A, B, Qs, Rs])
     rec.backends.add("scipy")
-    arrs = [_to_numpy(t, batch) for t in (A, B, Qs, Rs)]
-    x = sp.care(*(v for pair in arrs for v in pair))
-    X = _from_numpy(x, A, batch)
-    return 0.5 * (X + X.mH)
+    return _riccati_scipy(sp.care, A, B, Qs, Rs, _scipy_cfg(cfg), batch)
 
 
 def _care_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -575,9 +625,12 @@ def _care_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Ten
 def dare_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
     batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
-    Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     rec = cfg.record
     backend = _resolve(cfg, "dare", n, _count(batch), A.device)
+    if backend == "scipy":
+        rec.backends.add("scipy")
+        return _riccati_scipy(sp.dare, A, B, Q, R, cfg, batch)
+    Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     if backend == "kron":
         raise ValueError("backend='kron' is not available for the (nonlinear) Riccati equation")
     if backend == "torch":
@@ -595,10 +648,7 @@ def dare_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Te
             )
         return _patch(X, ok, batch, lambda *t: dare_forward(*t, _scipy_cfg(cfg)), [A, B, Qs, Rs])
     rec.backends.add("scipy")
-    arrs = [_to_numpy(t, batch) for t in (A, B, Qs, Rs)]
-    x = sp.dare(*(v for pair in arrs for v in pair))
-    X = _from_numpy(x, A, batch)
-    return 0.5 * (X + X.mH)
+    return _riccati_scipy(sp.dare, A, B, Qs, Rs, _scipy_cfg(cfg), batch)
 
 
 def _dare_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Tensor, int]:

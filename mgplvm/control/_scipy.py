@@ -270,20 +270,29 @@ def clyap1(
     return f.Z @ Y @ f.Zh, (_clyap_sep(f) if check else None), f
 
 
+def _lu_solve(lu: tuple[np.ndarray, np.ndarray], b: np.ndarray, trans: int = 0) -> np.ndarray:
+    """LAPACK ?getrs with the factors of ?getrf (op = N, T, C for trans = 0, 1, 2); direct, since
+    scipy.linalg.lu_solve's wrappers cost more than a small solve."""
+    x, info = _lapack("getrs", lu[0].dtype)(lu[0], lu[1], b, trans=trans)
+    if info < 0:  # pragma: no cover - argument error
+        raise ValueError(f"LAPACK ?getrs: illegal value in argument {-info}")
+    return x
+
+
 def _dlyap_factor(src: np.ndarray) -> Factor:
     n = src.shape[0]
     eye = np.eye(n, dtype=src.dtype)
     with np.errstate(all="ignore"):
-        lu = sla.lu_factor(src + eye, check_finite=False)
-    if not np.all(np.isfinite(lu[0])) or np.min(np.abs(np.diag(lu[0]))) == 0:
+        lu, piv, info = _lapack("getrf", src.dtype)(src + eye, overwrite_a=1)
+    if info != 0 or not np.isfinite(lu.sum()):
         raise np.linalg.LinAlgError(
             "the discrete Lyapunov equation is singular: A has the eigenvalue −1 (1 − λᵢλ̄ⱼ = 0)"
         )
-    M = sla.lu_solve(lu, src - eye, check_finite=False)
+    M = _lu_solve((lu, piv), src - eye)
     T, Z, mu = schur(M)
     with np.errstate(all="ignore"):
         lam = (1 + mu) / (1 - mu)  # eigenvalues of A from those of M = (A + I)⁻¹(A − I)
-    return _factor(src, T, Z, lam, lu)
+    return _factor(src, T, Z, lam, (lu, piv))
 
 
 def _dlyap_sep(f: Factor) -> tuple[float, float, Callable[[], str]]:
@@ -323,8 +332,8 @@ def dlyap(
         i = int(ia[k])
         f, t = _lookup(ea, i, A[i], _dlyap_factor)
         tr = 2 if t else 0  # (A + I)⁻¹ or (Aᴴ + I)⁻¹
-        P = sla.lu_solve(f.lu, Q[iq[k]], trans=tr, check_finite=False)
-        C = sla.lu_solve(f.lu, P.conj().T, trans=tr, check_finite=False).conj().T
+        P = _lu_solve(f.lu, Q[iq[k]], tr)
+        C = _lu_solve(f.lu, P.conj().T, tr).conj().T
         opa, opb = _OPS[cplx, t]
         Y = _trsyl(f.T, f.T, f.Zh @ (-2.0 * C) @ f.Z, opa, opb)
         out[k] = f.Z @ Y @ f.Zh
