@@ -7,6 +7,7 @@ import math
 
 import geoopt
 import gpytorch
+import numpy as np
 import pyro
 import pyro.distributions as pdist
 import pytest
@@ -474,3 +475,119 @@ def test_make_optimizer_all_names_decrease_negative_elbo(name):
 def test_make_optimizer_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("lbfgs", [torch.nn.Parameter(torch.zeros(2))])
+
+
+# ------------------------------------------------------------------ through mgplvm.fit
+def _tiny_ring():
+    from mgplvm import datasets
+
+    return datasets.head_direction_ring(n_neurons=12, n_time=60, seed=3)
+
+
+def _tiny_mgplvm(data, natural: bool):
+    from mgplvm.model import MGPLVM
+
+    return MGPLVM(
+        "T1", data.n_neurons, data.n_time, bin_size=data.bin_size, seed=0, n_inducing=8,
+        variational_distribution="natural" if natural else "cholesky",
+    )
+
+
+def _full_elbo(model, Y) -> float:
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)
+        return float(model.elbo(Y, n_mc=16))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ["adam", "ngd", "fishleg", "ngd+fishleg"])
+def test_fit_with_each_optimizer_improves_elbo_and_keeps_points_on_manifold(name):
+    """End to end through mgplvm.fit (FishLeg gets its sampled NLL from fit's protocol)."""
+    from mgplvm.fit import fit
+
+    data = _tiny_ring()
+    model = _tiny_mgplvm(data, natural=name.startswith("ngd"))
+    Y = model.validate_data(data.Y)
+    model.init_from_data(Y)
+    e0 = _full_elbo(model, Y)
+    res = fit(model, Y, optimizer=name, n_iter=20, n_mc=2, burnin=5, seed=0, progress=False,
+              early_stopping=False)
+    assert res.reason == "max_iter" and res.n_iter == 20
+    assert np.isfinite(res.losses).all()
+    assert res.losses[-5:].mean() < res.losses[:5].mean()
+    e1 = _full_elbo(model, Y)
+    assert e1 > e0 + 0.05 * abs(e0), (e0, e1)
+    man = [p for p in model.parameters() if isinstance(p, geoopt.ManifoldParameter)]
+    assert len(man) == 2  # latent means and inducing points
+    for p in man:
+        assert torch.isfinite(p).all()
+        assert p.manifold.check_point_on_manifold(p.detach(), atol=1e-6, rtol=1e-6)
+        p.manifold.validate(p.detach())
+    assert "gp_marginals" not in vars(model)  # the sampled-NLL patch was undone
+
+
+def test_fit_ngd_with_cholesky_model_says_what_to_pass():
+    from mgplvm.fit import fit
+
+    data = _tiny_ring()
+    model = _tiny_mgplvm(data, natural=False)
+    with pytest.raises(TypeError, match="variational_distribution='natural'"):
+        fit(model, data.Y, optimizer="ngd", n_iter=2, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mgplvm_sample_nll_gives_exact_hessian_vector_products():
+    """fit's pyro_sample_nll(model.model, model.guide, ...) dispatches to mgplvm_sample_nll,
+    whose GP marginals are twice differentiable: HVPs match finite differences of gradients
+    (the model's fused marginals have a first-order-only backward), and its values match."""
+    from mgplvm.optim.sampling import _autograd_marginals, differentiable_gp_marginals
+
+    data = _tiny_ring()
+    model = _tiny_mgplvm(data, natural=False)
+    Y = model.validate_data(data.Y)
+    model.init_from_data(Y)
+    gen = _gen(1)
+    with torch.no_grad():
+        q = model.gp.variational_strategy._variational_distribution
+        q.variational_mean.add_(0.3 * torch.randn(q.variational_mean.shape, generator=gen,
+                                                  dtype=DT))
+        q.chol_variational_covar.mul_(0.7)
+    x = model.latents.mu.detach()[0]
+    for a, b in zip(model.gp_marginals(x), differentiable_gp_marginals(model, x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    v = [torch.randn(p.shape, generator=gen, dtype=DT) for p in params]
+
+    def loss():  # a deterministic negative ELBO-like function of all GP parameters and latents
+        model.gp.variational_strategy._clear_cache()
+        mean, var = model.f_moments(model.latents.mu)
+        return -model.likelihood.expected_log_prob_moments(Y, mean, var).sum() + model.kl_u()
+
+    with _autograd_marginals(model):
+        g = torch.autograd.grad(loss(), params, create_graph=True, allow_unused=True)
+        idx = [i for i, gi in enumerate(g) if gi is not None]
+        hv = torch.autograd.grad([g[i] for i in idx], params, [v[i] for i in idx],
+                                 allow_unused=True)
+
+    def grads(step):
+        with torch.no_grad():
+            for p, vi in zip(params, v, strict=True):
+                p.add_(step * vi)
+        out = torch.autograd.grad(loss(), params, allow_unused=True)
+        with torch.no_grad():
+            for p, vi in zip(params, v, strict=True):
+                p.sub_(step * vi)
+        return out
+
+    eps = 1e-5
+    for h, gp_, gm_ in zip(hv, grads(eps), grads(-eps), strict=True):
+        if gp_ is None:
+            continue
+        fd = (gp_ - gm_) / (2 * eps)
+        assert float((h - fd).norm()) <= 1e-5 * float(fd.norm()) + 1e-8
+
+    fn = pyro_sample_nll(model.model, model.guide, Y, None, 1.0)
+    assert fn.__qualname__.startswith("mgplvm_sample_nll")
+    fv = fisher_vector_product(fn, params, [v])[0]
+    assert all(torch.isfinite(t).all() for t in fv)

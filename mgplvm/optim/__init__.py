@@ -20,7 +20,12 @@ from mgplvm.optim.fishleg import (
     fisher_vector_product,
 )
 from mgplvm.optim.ngd import NGDSchedule, ScheduledNGD
-from mgplvm.optim.sampling import pyro_sample_nll, resampled_data_nll
+from mgplvm.optim.sampling import (
+    differentiable_gp_marginals,
+    mgplvm_sample_nll,
+    pyro_sample_nll,
+    resampled_data_nll,
+)
 
 __all__ = [
     "OPTIMIZER_NAMES",
@@ -33,8 +38,10 @@ __all__ = [
     "SampleNLL",
     "ScheduledNGD",
     "build_blocks",
+    "differentiable_gp_marginals",
     "fisher_vector_product",
     "make_optimizer",
+    "mgplvm_sample_nll",
     "pyro_sample_nll",
     "resampled_data_nll",
     "split_parameters",

@@ -29,6 +29,11 @@ The returned :class:`CompositeOptimizer` has the protocol a training loop needs:
 If ``sample_nll_fn`` cannot be given at construction, call ``opt.set_sample_nll_fn(fn)`` once, or
 ``if opt.aux_due: opt.update_aux(fn)`` before ``opt.step()``; ``opt.needs_sample_nll`` tells whether
 any of this matters (True only when FishLeg is part of the optimiser).
+
+For an :class:`~mgplvm.model.MGPLVM`, ``pyro_sample_nll(m.model, m.guide, Y, t_idx, beta)`` (what
+``mgplvm.fit`` passes) returns :func:`~mgplvm.optim.sampling.mgplvm_sample_nll`: data resampled
+from the model at the guide's latent draw, GP marginals by plain autograd (the model's fused
+marginals cannot be differentiated twice).
 """
 
 from __future__ import annotations
@@ -147,7 +152,10 @@ class CompositeOptimizer:
         return f"CompositeOptimizer({', '.join(self.parts)})"
 
 
-_DEFAULT_LR = {"adam": 0.05, "ngd": 0.05, "fishleg": 0.3, "ngd+fishleg": 0.3}
+_DEFAULT_LR = {"adam": 0.05, "ngd": 0.05, "fishleg": 0.05, "ngd+fishleg": 0.05}
+"""Default step sizes, equal to ``mgplvm.fit``'s ``lr`` default (0.05) so that ``make_optimizer``
+and ``fit`` agree. FishLeg's η = 0.3 (the previous default) diverged on the benchmark ring
+(benchmarks/optimizers.py); 0.1 diverged there too after ~45 iterations; 0.05 was stable."""
 
 FISHLEG_DEFAULTS: dict[str, Any] = dict(
     damping=1.0, beta=0.5, max_rms=0.05, aux_every=1, warm_start=3, structure="diag"
@@ -176,8 +184,9 @@ def make_optimizer(
     Args:
         name: ``"adam" | "ngd" | "fishleg" | "ngd+fishleg"`` (see module docstring).
         model: ``nn.Module`` (q(u) modules are detected) or iterable of parameters.
-        lr: step size of the non-NGD part: Adam's learning rate for ``"adam"``/``"ngd"``
-            (default 0.05), FishLeg's η for ``"fishleg"``/``"ngd+fishleg"`` (default 0.5).
+        lr: step size of the non-NGD part: Adam's learning rate for ``"adam"``/``"ngd"``,
+            FishLeg's η for ``"fishleg"``/``"ngd+fishleg"`` (default 0.05 for all, as in
+            ``mgplvm.fit``).
         ngd_lr, ngd_lr_init, ngd_ramp: NGD step γ ramped from ``ngd_lr_init`` to ``ngd_lr`` over
             ``ngd_ramp`` steps (use ``ngd_lr=1, ngd_ramp=0`` for a Gaussian likelihood).
         num_data: NGD gradient multiplier; 1 for a total-ELBO loss (Pyro's differentiable_loss).
@@ -199,6 +208,16 @@ def make_optimizer(
     if use_ngd:
         if not qu:
             raise ValueError(f"{name!r} needs a model with a GPyTorch variational distribution")
+        bad = [type(d).__name__ for d in dists if not isinstance(d, _NATURAL)]
+        if bad:
+            raise TypeError(
+                f"optimizer {name!r} takes natural-gradient steps on q(u), which needs a "
+                f"natural-parameterised variational distribution, but the model's q(u) is "
+                f"{', '.join(sorted(set(bad)))}. Build the model with "
+                "MGPLVM(..., variational_distribution='natural') (or 'tril_natural'); for a "
+                "plain GPyTorch model use gpytorch.variational.NaturalVariationalDistribution. "
+                "Or choose optimizer='adam' / 'fishleg', which work with any q(u)."
+            )
         parts["ngd"] = ScheduledNGD(dists, num_data, ngd_lr, ngd_lr_init, ngd_ramp)
         rest = manifold + euclid
     else:

@@ -125,8 +125,10 @@ def _mode_mul(x: Tensor, A: Tensor, mode: int) -> Tensor:
         return torch.movedim(torch.tensordot(A, x, dims=([1], [mode])), 0, mode)
     nb = A.dim() - 2
     xm = torch.movedim(x, mode, -1)  # (*B, R..., n)
-    Ab = A.reshape(*A.shape[:nb], *([1] * (xm.dim() - nb - 1)), *A.shape[-2:])
-    return torch.movedim((Ab @ xm.unsqueeze(-1)).squeeze(-1), -1, mode)
+    shape = xm.shape
+    # one batched matmul (*B, R, n) @ (*B, n, n)ᵀ: no broadcast copies of A over the R modes
+    out = xm.reshape(*shape[:nb], -1, shape[-1]) @ A.transpose(-1, -2)
+    return torch.movedim(out.reshape(shape), -1, mode)
 
 
 class _Block(nn.Module):
