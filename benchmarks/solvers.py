@@ -1,0 +1,250 @@
+"""Benchmark of mgplvm.control against scipy (CPU, float64, same thread count for both).
+
+Prints three tables, all measured in this one run:
+
+1. forward time vs scipy for n ∈ {16, 64, 256, 512} (unbatched, default backend; target ≤ 1.2×),
+2. backward / forward cost (reverse-mode pass vs the forward pass with autograd on; ≤ 1.5×),
+3. batch throughput for 1024 systems of n = 16 vs a scipy loop (target ≥ 5× faster).
+
+Timings are medians over repetitions with the two contenders interleaved, so that load from other
+processes sharing the CPU hits both alike; they still move by ±20 % between runs on a shared
+machine.  Usage: ``python benchmarks/solvers.py [--quick] [--full] [--threads N]`` (``--quick``:
+fewer repetitions; ``--full`` adds the n = 512 Riccati solves, which take scipy ≈ 20 s each).
+
+Threads: torch and the BLAS under scipy both get ``--threads`` (default 1, through threadpoolctl
+when it is installed).  On a shared, oversubscribed CPU a multi-threaded OpenBLAS makes even
+4 × 4 LAPACK calls milliseconds slow, which would swamp every ratio below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg as sla
+import torch
+
+import mgplvm.control as ctl
+
+Setup = Callable[[int, int], tuple[Callable[[], object], Callable[[], torch.Tensor], list]]
+
+
+def _stable(rng: np.random.Generator, n: int, shift: float = 0.5) -> np.ndarray:
+    A = rng.standard_normal((n, n)) / np.sqrt(n)
+    return A - (np.max(np.linalg.eigvals(A).real) + shift) * np.eye(n)
+
+
+def _problem(kind: str, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    A = _stable(rng, n)
+    Q = rng.standard_normal((n, n))
+    Q = Q @ Q.T / n + np.eye(n)
+    if kind == "sylvester":
+        return {"A": A, "B": _stable(rng, n), "Q": rng.standard_normal((n, n))}
+    if kind == "clyap":
+        return {"A": A, "Q": Q}
+    if kind == "dlyap":
+        return {"A": A / (np.max(np.abs(np.linalg.eigvals(A))) * 1.1), "Q": Q}
+    m = max(1, n // 4)
+    B = rng.standard_normal((n, m))
+    R = np.eye(m)
+    if kind == "care":
+        return {"A": A + 0.5 * np.eye(n), "B": B, "Q": Q, "R": R}
+    Ad = A / (np.max(np.abs(np.linalg.eigvals(A))) * 0.9)  # mildly unstable, stabilisable
+    return {"A": Ad, "B": B, "Q": Q, "R": R}
+
+
+SCIPY = {
+    "sylvester": lambda p: sla.solve_sylvester(p["A"], p["B"], p["Q"]),
+    "clyap": lambda p: sla.solve_continuous_lyapunov(p["A"], p["Q"]),
+    "dlyap": lambda p: sla.solve_discrete_lyapunov(p["A"], p["Q"]),
+    "care": lambda p: sla.solve_continuous_are(p["A"], p["B"], p["Q"], p["R"]),
+    "dare": lambda p: sla.solve_discrete_are(p["A"], p["B"], p["Q"], p["R"]),
+}
+OURS = {
+    "sylvester": lambda p: ctl.solve_sylvester(p["A"], p["B"], p["Q"]),
+    "clyap": lambda p: ctl.solve_continuous_lyapunov(p["A"], p["Q"]),
+    "dlyap": lambda p: ctl.solve_discrete_lyapunov(p["A"], p["Q"]),
+    "care": lambda p: ctl.solve_continuous_are(p["A"], p["B"], p["Q"], p["R"]),
+    "dare": lambda p: ctl.solve_discrete_are(p["A"], p["B"], p["Q"], p["R"]),
+}
+LABEL = {
+    "sylvester": "Sylvester AX+XB=Q",
+    "clyap": "Lyapunov AX+XAᴴ=Q",
+    "dlyap": "Stein AXAᴴ−X+Q=0",
+    "care": "CARE",
+    "dare": "DARE",
+}
+
+
+def _reps(n: int, quick: bool) -> int:
+    r = {16: 300, 64: 60, 256: 5, 512: 3}.get(n, 3)
+    return max(2, r // 5) if quick else r
+
+
+def _timed(f: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def _interleaved(fs: list[Callable[[], object]], reps: int) -> list[float]:
+    """Median time of each function, the functions run alternately ``reps`` times."""
+    for f in fs:  # warm up
+        f()
+    times: list[list[float]] = [[] for _ in fs]
+    for _ in range(reps):
+        for i, f in enumerate(fs):
+            times[i].append(_timed(f))
+    return [statistics.median(t) for t in times]
+
+
+def forward_table(kinds: list[str], sizes: list[int], quick: bool, full: bool) -> list[tuple]:
+    rows = []
+    for kind in kinds:
+        for n in sizes:
+            if kind in ("care", "dare") and n >= 512 and not full:
+                continue
+            p = _problem(kind, n)
+            pt = {k: torch.tensor(v) for k, v in p.items()}
+            ts, to = _interleaved(
+                [lambda p=p, kind=kind: SCIPY[kind](p), lambda pt=pt, kind=kind: OURS[kind](pt)],
+                _reps(n, quick),
+            )
+            rows.append((kind, n, ts, to))
+            print(
+                f"  {LABEL[kind]:<20} n={n:<4} scipy {ts * 1e3:9.3f} ms   ours {to * 1e3:9.3f} ms"
+                f"   ratio {to / ts:5.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def backward_table(kinds: list[str], sizes: list[int], quick: bool, full: bool) -> list[tuple]:
+    rows = []
+    for kind in kinds:
+        for n in sizes:
+            if kind in ("care", "dare") and n >= 512 and not full:
+                continue
+            p = _problem(kind, n)
+            pt = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+            G = torch.randn(n, n, dtype=torch.float64)
+            state: dict[str, torch.Tensor] = {}
+
+            def fwd(pt=pt, kind=kind, state=state) -> None:
+                state["X"] = OURS[kind](pt)
+
+            def bwd(pt=pt, G=G, state=state) -> None:
+                (state["X"] * G).sum().backward()
+                for v in pt.values():
+                    v.grad = None
+
+            reps = _reps(n, quick)
+            fwd()
+            bwd()
+            tf, tb = [], []
+            for _ in range(reps):
+                tf.append(_timed(fwd))
+                tb.append(_timed(bwd))
+            f, b = statistics.median(tf), statistics.median(tb)
+            rows.append((kind, n, f, b))
+            print(
+                f"  {LABEL[kind]:<20} n={n:<4} forward {f * 1e3:9.3f} ms   backward "
+                f"{b * 1e3:9.3f} ms   backward/forward {b / f:5.2f}",
+                flush=True,
+            )
+    return rows
+
+
+def batch_table(kinds: list[str], count: int, n: int, quick: bool) -> list[tuple]:
+    rows = []
+    for kind in kinds:
+        probs = [_problem(kind, n, seed=s) for s in range(count)]
+        stacked = {k: torch.tensor(np.stack([p[k] for p in probs])) for k in probs[0]}
+
+        def loop(probs=probs, kind=kind) -> None:
+            for p in probs:
+                SCIPY[kind](p)
+
+        def ours(stacked=stacked, kind=kind) -> None:
+            OURS[kind](stacked)
+
+        reps = 2 if quick else 5
+        ts, to = _interleaved([loop, ours], reps)
+        _, info = _with_info(kind, stacked)
+        rows.append((kind, ts, to, info.backend))
+        print(
+            f"  {LABEL[kind]:<20} scipy loop {ts * 1e3:8.1f} ms   ours ({info.backend}, "
+            f"{info.iterations} it) {to * 1e3:7.1f} ms   speed-up {ts / to:5.1f}×",
+            flush=True,
+        )
+    return rows
+
+
+def _with_info(kind: str, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ctl.SolveInfo]:
+    fn = {
+        "sylvester": lambda: ctl.solve_sylvester(p["A"], p["B"], p["Q"], return_info=True),
+        "clyap": lambda: ctl.solve_continuous_lyapunov(p["A"], p["Q"], return_info=True),
+        "dlyap": lambda: ctl.solve_discrete_lyapunov(p["A"], p["Q"], return_info=True),
+        "care": lambda: ctl.solve_continuous_are(p["A"], p["B"], p["Q"], p["R"], return_info=True),
+        "dare": lambda: ctl.solve_discrete_are(p["A"], p["B"], p["Q"], p["R"], return_info=True),
+    }[kind]
+    return fn()
+
+
+def _limit_threads(n: int) -> str:
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return "BLAS threads not limited (threadpoolctl missing)"
+    threadpool_limits(n, user_api="blas")
+    return f"{n} BLAS thread(s)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--full", action="store_true", help="include n=512 Riccati solves")
+    ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    ap.add_argument("--kinds", default="clyap,dlyap,sylvester,care,dare")
+    ap.add_argument("--sizes", default="16,64,256,512")
+    args = ap.parse_args(argv)
+    blas = _limit_threads(args.threads)
+    kinds = args.kinds.split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(
+        f"mgplvm.control benchmark — torch {torch.__version__}, {torch.get_num_threads()} torch "
+        f"thread(s), {blas}, float64, CPU."
+    )
+    print("NOTE: other processes may share this CPU; ratios are medians of interleaved runs.\n")
+
+    print("1) forward time vs scipy (unbatched, backend='auto'; target ratio ≤ 1.2)")
+    fw = forward_table(kinds, sizes, args.quick, args.full)
+    print("\n2) backward/forward cost (reverse pass vs forward pass with grad; target ≤ 1.5)")
+    bw = backward_table(kinds, sizes, args.quick, args.full)
+    print("\n3) batch throughput, 1024 systems of n = 16 vs a scipy loop (target ≥ 5×)")
+    bt = batch_table(kinds, 1024, 16, args.quick)
+
+    print("\nSummary")
+    print(f"  {'equation':<20} {'n':>4} {'fwd/scipy':>10} {'bwd/fwd':>8}")
+    bwd = {(k, n): b / f for k, n, f, b in bw}
+    for k, n, ts, to in fw:
+        ok = "ok" if to / ts <= 1.2 else "MISS"
+        okb = "ok" if bwd.get((k, n), 0) <= 1.5 else "MISS"
+        print(
+            f"  {LABEL[k]:<20} {n:>4} {to / ts:>8.2f}{ok:>4} {bwd.get((k, n), float('nan')):>6.2f}"
+            f"{okb:>4}"
+        )
+    print(f"  {'equation':<20} {'batch speed-up (1024 × n=16)':>30}")
+    for k, ts, to, be in bt:
+        ok = "ok" if ts / to >= 5 else "MISS"
+        print(f"  {LABEL[k]:<20} {ts / to:>10.1f}× ({be}) {ok}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
