@@ -38,6 +38,11 @@ __all__ = [
 #: defaults of :func:`fit_recording` (override by keyword)
 FIT_DEFAULTS: dict[str, Any] = {"n_iter": 1000, "n_mc": 4, "lr": 0.05, "max_full_batch": 1000,
                                 "batch_size": 500}
+#: latent prior used by the workflows on every manifold: a random walk on Lie-algebra increments
+#: (head direction and most behavioural variables move smoothly); the same prior family for every
+#: candidate keeps cross-validated comparisons fair (Rᵈ would otherwise get its GP-in-time prior
+#: and compact manifolds a prior with no temporal smoothness)
+WORKFLOW_PRIOR = "brownian"
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -88,7 +93,7 @@ def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", see
     n_trials, n_neurons, n_time = rec.Y.shape
     if n_time > max_full:
         cfg["batch_size"] = batch
-    model_kwargs = {}
+    model_kwargs: dict[str, Any] = {"prior": cfg.pop("prior", WORKFLOW_PRIOR)}
     if optimizer in ("ngd", "ngd+fishleg"):
         model_kwargs["variational_distribution"] = "natural"
     model = MGPLVM(manifold, n_neurons, n_time, n_trials, likelihood=likelihood,
@@ -209,15 +214,18 @@ def _save_fit(out: Path, model, result) -> None:
 def run_crossval(rec, manifolds: list[str], n_splits: int, *, seed: int = 0,
                  likelihood: str = "poisson", n_workers: int | None = None,
                  n_iter: int = 600, test_iter: int = 300, n_mc: int = 4,
-                 results_dir: str | Path | None = None, progress: bool = True, **kwargs: Any):
-    """:func:`mgplvm.crossvalidate` on a recording with the workflow's fit settings."""
+                 results_dir: str | Path | None = None, progress: bool = True,
+                 prior: str = WORKFLOW_PRIOR, **kwargs: Any):
+    """:func:`mgplvm.crossvalidate` on a recording with the workflow's fit settings and the same
+    latent ``prior`` on every candidate manifold."""
     from mgplvm.crossval import crossvalidate
 
     return crossvalidate(
         rec.Y, manifolds, n_splits=n_splits, likelihood=likelihood, seed=seed,
         bin_size=rec.bin_size, n_workers=n_workers, results_dir=results_dir,
         fit_kwargs={"n_iter": n_iter, "n_mc": n_mc},
-        test_fit_kwargs={"n_iter": test_iter, "n_mc": n_mc}, progress=progress, **kwargs,
+        test_fit_kwargs={"n_iter": test_iter, "n_mc": n_mc}, progress=progress,
+        model_kwargs={"prior": prior, **kwargs.pop("model_kwargs", {})}, **kwargs,
     )
 
 
