@@ -97,22 +97,33 @@ class _SVGPMarginals(torch.autograd.Function):
     the ``M`` inducing points (shared by all neurons); ``c (N, F)`` = ``1/ℓ²``; ``s2 (N,)``
     outputscales; ``alpha (N, M)`` = ``L⁻ᵀ m``; ``B (N, M, M)`` = ``L⁻ᵀ(S − I)L⁻¹`` (symmetric).
     With ``K_npm = s2_n φ(Σ_f c_nf D_fpm)`` returns ``mean (N, P) = K α`` and
-    ``quad (N, P) = diag(K B Kᵀ)``. Processes ``chunk`` inputs at a time; saves ``K`` and ``KB`` for
-    the backward pass when ``save`` (else recomputes them).
+    ``quad (N, P) = diag(K B Kᵀ)``.
+
+    ``chunk`` inputs are processed at a time (small enough for the elementwise passes to stay in
+    cache). Forward: per chunk one pass for ``K`` (RBF: ``exp(log s² − S/2)``), one batched matmul
+    ``K [B | α]`` and one pass for the quadratic form. Backward: one batched matmul
+    ``Kᵀ [diag(g_quad) K | g_mean]`` (gradients of ``B`` and ``α``), three passes for
+    ``W = K ⊙ ∂L/∂K`` and one each for the gradients of ``c`` and ``D``; the gradient of ``s²`` is
+    ``Σ_p (g_mean · mean + 2 g_quad · quad) / s²`` (``K`` is linear in ``s²``). ``save``:
+    ``"all"`` keeps ``K`` and ``K [B | α]`` for the backward pass, ``"kb"`` only the latter
+    (``K`` recomputed), ``"none"`` recomputes both.
     """
 
     @staticmethod
     def _kernel(D, c, s2, profile, nu, inplace=True):
         # D (F, p, M) -> K (N, p, M), S (N, p, M) (S only for Matérn)
-        if D.shape[0] == 1:
-            S = c[:, 0, None, None] * D[0]
-        else:
-            S = torch.einsum("nf,fpm->npm", c, D)
         if profile == "rbf":
             if not inplace:  # differentiable by autograd
+                S = torch.einsum("nf,fpm->npm", c, D)
                 return torch.exp(-0.5 * S) * s2[:, None, None], None
-            K = S.mul_(-0.5).exp_().mul_(s2[:, None, None])
-            return K, None
+            # K = exp(log s² − S/2): two passes over (N, p, M)
+            log_s2 = s2.log()[:, None, None]
+            if D.shape[0] == 1:
+                E = torch.addcmul(log_s2, (-0.5 * c[:, 0])[:, None, None], D[0])
+            else:
+                E = torch.einsum("nf,fpm->npm", -0.5 * c, D).add_(log_s2)
+            return E.exp_(), None
+        S = c[:, 0, None, None] * D[0] if D.shape[0] == 1 else torch.einsum("nf,fpm->npm", c, D)
         r = S.clamp_min(0).sqrt()
         if nu == 0.5:
             phi = torch.exp(-r)
@@ -137,76 +148,89 @@ class _SVGPMarginals(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, D, c, s2, alpha, B, profile, nu, chunk, save):
+        if save is True or save is False:  # accept booleans as well as "all"/"kb"/"none"
+            save = "all" if save else "none"
         N, M = alpha.shape
         P = D.shape[1]
+        Ba = torch.cat([B, alpha.unsqueeze(-1)], -1)  # (N, M, M + 1)
         mean = D.new_empty(N, P)
         quad = D.new_empty(N, P)
         saved = []
         for p0 in range(0, P, chunk):
             sl = slice(p0, min(P, p0 + chunk))
             K, _ = _SVGPMarginals._kernel(D[:, sl], c, s2, profile, nu)
-            KB = torch.bmm(K, B)
-            quad[:, sl] = torch.linalg.vecdot(K, KB)
-            mean[:, sl] = torch.bmm(K, alpha.unsqueeze(-1)).squeeze(-1)
-            if save:
-                saved.append((K, KB))
-        # K and KB go through save_for_backward (not ctx attributes) so that autograd frees them
-        # after the backward pass, as it does the inputs
-        ctx.n_chunks = len(saved)
+            KBa = torch.bmm(K, Ba)  # (N, p, M + 1): K B and K α
+            mean[:, sl] = KBa[..., M]
+            quad[:, sl] = torch.linalg.vecdot(K, KBa[..., :M])
+            if save == "all":
+                saved += [K, KBa]
+            elif save == "kb":
+                saved.append(KBa)
+        # saved through save_for_backward (not ctx attributes) so that autograd frees them after
+        # the backward pass, as it does the inputs
         ctx.profile, ctx.nu, ctx.chunk, ctx.save = profile, nu, chunk, save
-        ctx.save_for_backward(D, c, s2, alpha, B, *(t for pair in saved for t in pair))
+        ctx.save_for_backward(D, c, s2, alpha, B, mean, quad, *saved)
         return mean, quad
 
     @staticmethod
     def backward(ctx, g_mean, g_quad):
-        D, c, s2, alpha, B, *saved = ctx.saved_tensors
-        profile, nu, chunk = ctx.profile, ctx.nu, ctx.chunk
+        D, c, s2, alpha, B, mean, quad, *saved = ctx.saved_tensors
+        profile, nu, chunk, save = ctx.profile, ctx.nu, ctx.chunk, ctx.save
         need_D = ctx.needs_input_grad[0]
         N, M = alpha.shape
         F_, P = D.shape[0], D.shape[1]
+        if g_mean is None:
+            g_mean = torch.zeros_like(mean)
+        if g_quad is None:
+            g_quad = torch.zeros_like(quad)
         gD = torch.empty_like(D) if need_D else None
         gc = torch.zeros_like(c)
-        gs2 = torch.zeros_like(s2)
-        galpha = torch.zeros_like(alpha)
-        gB = torch.zeros_like(B)
-        if g_mean is None:
-            g_mean = torch.zeros(N, P, dtype=D.dtype, device=D.device)
-        if g_quad is None:
-            g_quad = torch.zeros(N, P, dtype=D.dtype, device=D.device)
+        # K is proportional to s²: mean is linear and quad quadratic in it
+        gs2 = ((g_mean * mean).sum(-1) + 2 * (g_quad * quad).sum(-1)) / s2
+        gBa = torch.zeros(N, M, M + 1, dtype=B.dtype, device=B.device)
+        Ba = None if save == "all" else torch.cat([B, alpha.unsqueeze(-1)], -1)
         for i, p0 in enumerate(range(0, P, chunk)):
             sl = slice(p0, min(P, p0 + chunk))
             Dc = D[:, sl]
-            if ctx.save:
-                K, KB = saved[2 * i], saved[2 * i + 1]
-                S = None
+            S = None
+            if save == "all":
+                K, KBa = saved[2 * i], saved[2 * i + 1]
             else:
                 K, S = _SVGPMarginals._kernel(Dc, c, s2, profile, nu)
-                KB = torch.bmm(K, B)
-            gm = g_mean[:, sl]
+                KBa = saved[i] if save == "kb" else torch.bmm(K, Ba)
+            gm = g_mean[:, sl].unsqueeze(-1)  # (N, p, 1)
             gq = g_quad[:, sl].unsqueeze(-1)
-            galpha += torch.bmm(gm.unsqueeze(1), K).squeeze(1)
-            gB += torch.bmm((K * gq).transpose(1, 2), K)
-            # dL/dK = gm α + 2 gq (K B)
-            gK = torch.addcmul(gm.unsqueeze(-1) * alpha.unsqueeze(1), KB, gq, value=2.0)
             p = Dc.shape[1]
+            # [dL/dB | dL/dα] = Kᵀ [diag(g_quad) K | g_mean]
+            G = torch.empty(N, p, M + 1, dtype=K.dtype, device=K.device)
+            torch.mul(K, gq, out=G[..., :M])
+            G[..., M] = gm[..., 0]
+            gBa.baddbmm_(K.mT, G)
+            # dL/dK = g_mean αᵀ + 2 g_quad (K B);  W = K ⊙ dL/dK
+            W = KBa[..., :M] * (2 * gq)
+            W.addcmul_(gm, alpha.unsqueeze(1))
             if profile == "rbf":
-                gKK = gK.mul_(K)  # dL/dK ⊙ K
-                gs2 += gKK.sum((1, 2)) / s2
-                gS = gKK.mul_(-0.5)  # dK/dS = −K/2
+                W.mul_(K)  # dL/dS = −W / 2 (K = s² exp(−S/2)); the −1/2 goes on the sums
+                scale = -0.5
             else:
                 if S is None:
-                    S = (
-                        c[:, 0, None, None] * Dc[0]
-                        if F_ == 1
-                        else torch.einsum("nf,fpm->npm", c, Dc)
+                    S = c[:, 0, None, None] * Dc[0] if F_ == 1 else torch.einsum(
+                        "nf,fpm->npm", c, Dc
                     )
-                gs2 += (gK * K).sum((1, 2)) / s2
-                gS = gK.mul_(_SVGPMarginals._dphi(S, nu)).mul_(s2[:, None, None])
-            gS2 = gS.reshape(N, p * M)
-            gc += gS2 @ Dc.reshape(F_, p * M).T
-            if need_D:
-                gD[:, sl] = (c.T @ gS2).reshape(F_, p, M)
+                W.mul_(_SVGPMarginals._dphi(S, nu)).mul_(s2[:, None, None])  # = dL/dS
+                scale = 1.0
+            W2 = W.reshape(N, p * M)
+            if F_ == 1:
+                gc[:, 0] += scale * (W2 @ Dc.reshape(p * M))
+                if need_D:
+                    gD[0, sl] = (scale * c[:, 0] @ W2).reshape(p, M)
+            else:
+                gc += scale * (W2 @ Dc.reshape(F_, p * M).T)
+                if need_D:
+                    gD[:, sl] = (scale * c.T @ W2).reshape(F_, p, M)
+        gB = gBa[..., :M]
         gB = 0.5 * (gB + gB.transpose(1, 2))
+        galpha = gBa[..., M]
         return gD, gc, gs2, galpha, gB, None, None, None, None
 
 
@@ -406,8 +430,8 @@ class MGPLVM(nn.Module):
             "init": init,
         }
         self.gp_mode = "auto"  # "auto" | "fused" | "whitened" | "gpytorch"
-        self.memory_budget = 256 * 2**20  # bytes of saved kernel tensors in the fused GP
-        self.chunk_elements = 2**20  # N·M·chunk elements processed at once by the fused GP
+        self.memory_budget = 2**30  # bytes of kernel tensors the fused GP may keep for backward
+        self.chunk_elements = 2**18  # N·M·chunk elements processed at once by the fused GP
 
         fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
         with fork:
@@ -665,7 +689,11 @@ class MGPLVM(nn.Module):
         N, M = m.shape
         P = x.shape[-2]
         chunk = max(1, int(self.chunk_elements // max(1, N * M)))
-        save = 2 * N * M * P * D.element_size() <= self.memory_budget
+        kb_bytes = N * (M + 1) * P * D.element_size()
+        save = (
+            "all" if 2 * kb_bytes <= self.memory_budget
+            else "kb" if kb_bytes <= self.memory_budget else "none"
+        )
         profile = "rbf" if isinstance(base, ManifoldRBFKernel) else "matern"
         nu = getattr(base, "nu", None)
         mean_upd, quad = _SVGPMarginals.apply(D, c, s2, alpha, B, profile, nu, chunk, save)
