@@ -46,7 +46,19 @@ Usage::
     python benchmarks/optimizers.py                  # full: 5 seeds per problem (~20 min, 2 cores)
     python benchmarks/optimizers.py --seeds 3 --problems ring --methods adam ngd
 
-Results are printed as tables and written to ``--out`` (JSON).
+Results are printed as tables and written to ``--out`` (JSON); ``--from-json FILE`` reprints them.
+
+Measured (full default run, 5 seeds, 150 iterations, shared 2-CPU machine at load 4-9, so the
+wall-clock columns are inflated and uneven; CPU seconds are the reliable time). Ring: NGD+Adam
+reached the target in 2.39x fewer iterations and 2.98x less CPU time than tuned Adam (lr 0.03)
+with a better final ELBO (+12.9 ± 3.8) — the 3x-iterations target is missed, the 2x-time target
+is met on CPU time only (wall-clock 0.85x, an artefact of the load). Torus: NGD+Adam was *slower*
+than tuned Adam (lr 0.1): 0.82x iterations, 0.78x CPU, one seed of five never reached the target;
+final ELBO equal within noise (-7.3 ± 9.1). FishLeg does NOT beat Adam: on the ring 1.33x fewer
+iterations but 3.3x more CPU time (≈ 4x Adam's cost per iteration: one double-backward Fisher–
+vector product per step), best final ELBO (+18.2 ± 6.3); on the torus it reached the target on
+no seed within 150 iterations (final ELBO -96 ± 18 vs Adam, ≈ 5x Adam's cost per iteration).
+Held-out log-likelihoods agree within the seed-to-seed error for all methods.
 """
 
 from __future__ import annotations
@@ -295,11 +307,18 @@ def summarise(problem: str, runs: list[RunResult], seeds: list[int], args) -> di
         if cd is not None:
             ok_it = cd["speedup"]["iters"] >= 3 and not cd["missed"]
             ok_wall = cd["speedup"]["wall"] >= 2 and not cd["missed"]
+            ok_cpu = cd["speedup"]["cpu"] >= 2 and not cd["missed"]
             print(f"   VERDICT {problem}: curvature-aware default = {LABELS[CURVATURE_DEFAULT]}: "
                   f"iterations x{_x(cd['speedup']['iters'])} (target >= 3: "
                   f"{'MET' if ok_it else 'MISSED'}), wall-clock x{_x(cd['speedup']['wall'])} "
-                  f"(target >= 2: {'MET' if ok_wall else 'MISSED'}), final ELBO "
+                  f"(target >= 2: {'MET' if ok_wall else 'MISSED'}; on CPU time "
+                  f"x{_x(cd['speedup']['cpu'])}: {'MET' if ok_cpu else 'MISSED'}), final ELBO "
                   f"{'equal or better (MET)' if cd['equal_or_better'] else 'worse (MISSED)'}")
+            if abs(math.log(max(cd["speedup"]["wall"], 1e-9) / max(cd["speedup"]["cpu"], 1e-9)))\
+                    > math.log(1.5):
+                print("   NOTE: wall-clock and CPU speed-ups disagree by > 1.5x: the machine's "
+                      "load changed between runs (single-threaded runs: wall = CPU when idle); "
+                      "trust the CPU figure")
         fl = verdict.get("fishleg")
         if fl is not None:
             beats = (fl["speedup"]["iters"] > 1 and fl["speedup"]["wall"] > 1
@@ -312,6 +331,21 @@ def summarise(problem: str, runs: list[RunResult], seeds: list[int], args) -> di
 
 
 # ----------------------------------------------------------------------------------- main
+def _resummarise(path: str) -> None:
+    """Print the tables of a saved benchmark (the same code as after a run)."""
+    with open(path) as fh:
+        saved = json.load(fh)
+    a = argparse.Namespace(**saved["args"])
+    seeds = list(range(a.seeds))
+    for p in a.problems:
+        keep = {(r["method"], r["seed"]) for r in saved["runs"] if r["problem"] == p}
+        runs = [RunResult(**r) for r in saved["runs"] if r["problem"] == p
+                and (r["method"] != "adam" or r["lr"] == saved["adam_lr"].get(p))]
+        assert len(runs) == len(keep)
+        print(f"\n### problem {p} (from {path})")
+        summarise(p, runs, seeds, a)
+
+
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
@@ -369,12 +403,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=2,
                     help="runs in parallel (processes); 1 = sequential, cleanest timings")
     ap.add_argument("--out", default="optimizers_benchmark.json")
+    ap.add_argument("--from-json", default=None,
+                    help="only print the tables of a saved --out file (no runs)")
     args = ap.parse_args(argv)
     if args.quick:
         args.iters, args.test_iters = 60, 40
         args.seeds = 1 if args.seeds is None else args.seeds
         if args.adam_grid == list(ADAM_GRID):
             args.adam_grid = [0.03, 0.1]
+    if args.from_json:
+        _resummarise(args.from_json)
+        return
     if args.seeds is None:
         args.seeds = 5
     if args.lr_fishleg is None:
