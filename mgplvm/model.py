@@ -432,6 +432,7 @@ class MGPLVM(nn.Module):
         self.gp_mode = "auto"  # "auto" | "fused" | "whitened" | "gpytorch"
         self.memory_budget = 2**30  # bytes of kernel tensors the fused GP may keep for backward
         self.chunk_elements = 2**18  # N·M·chunk elements processed at once by the fused GP
+        self.min_chunk = 128  # ... but at least this many inputs per chunk
 
         fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
         with fork:
@@ -688,7 +689,8 @@ class MGPLVM(nn.Module):
         B = 0.5 * (B + B.mT)
         N, M = m.shape
         P = x.shape[-2]
-        chunk = max(1, int(self.chunk_elements // max(1, N * M)))
+        # cache-sized chunks, but at least 128 inputs: smaller batched matmuls run far below peak
+        chunk = max(self.min_chunk, int(self.chunk_elements // max(1, N * M)))
         kb_bytes = N * (M + 1) * P * D.element_size()
         save = (
             "all" if 2 * kb_bytes <= self.memory_budget

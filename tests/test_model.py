@@ -84,8 +84,9 @@ def test_fused_marginals_equal_gpytorch(manifold, kernel):
     ref = run("gpytorch")
     out = [
         run("fused"),
-        run("fused", chunk_elements=4 * 9 * 5, memory_budget=0),  # chunks, recompute in backward
-        run("fused", chunk_elements=4 * 9 * 5, memory_budget=4 * 10 * 23 * 8),  # keep K[B|α]
+        # chunks of 5 inputs; recompute everything in backward / keep K[B|α] only
+        run("fused", chunk_elements=4 * 9 * 5, min_chunk=1, memory_budget=0),
+        run("fused", chunk_elements=4 * 9 * 5, min_chunk=1, memory_budget=4 * 10 * 23 * 8),
         run("whitened"),
     ]
     assert ref[0].shape == (4, 23)
