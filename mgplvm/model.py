@@ -110,8 +110,8 @@ class _SVGPMarginals(torch.autograd.Function):
     """
 
     @staticmethod
-    def _kernel(D, c, s2, profile, nu, inplace=True):
-        # D (F, p, M) -> K (N, p, M), S (N, p, M) (S only for Matérn)
+    def _kernel(D, c, s2, profile, nu, inplace=True, out=None):
+        # D (F, p, M) -> K (N, p, M), S (N, p, M) (S only for Matérn); ``out``: a buffer for K
         if profile == "rbf":
             if not inplace:  # differentiable by autograd
                 S = torch.einsum("nf,fpm->npm", c, D)
@@ -119,7 +119,11 @@ class _SVGPMarginals(torch.autograd.Function):
             # K = exp(log s² − S/2): two passes over (N, p, M)
             log_s2 = s2.log()[:, None, None]
             if D.shape[0] == 1:
-                E = torch.addcmul(log_s2, (-0.5 * c[:, 0])[:, None, None], D[0])
+                cc = (-0.5 * c[:, 0])[:, None, None]
+                if out is None:
+                    E = torch.addcmul(log_s2, cc, D[0])
+                else:
+                    E = torch.addcmul(log_s2, cc, D[0], out=out)
             else:
                 E = torch.einsum("nf,fpm->npm", -0.5 * c, D).add_(log_s2)
             return E.exp_(), None
@@ -156,12 +160,24 @@ class _SVGPMarginals(torch.autograd.Function):
         mean = D.new_empty(N, P)
         quad = D.new_empty(N, P)
         saved = []
+        # work buffers reused across chunks (fresh large allocations cost page faults)
+        width = min(chunk, P)
+        tmp = D.new_empty(N, width, M)
+        kbuf = None if save == "all" else D.new_empty(N, width, M)
+        kbbuf = None if save != "none" else D.new_empty(N, width, M + 1)
         for p0 in range(0, P, chunk):
             sl = slice(p0, min(P, p0 + chunk))
-            K, _ = _SVGPMarginals._kernel(D[:, sl], c, s2, profile, nu)
-            KBa = torch.bmm(K, Ba)  # (N, p, M + 1): K B and K α
+            p = sl.stop - p0
+            K, _ = _SVGPMarginals._kernel(
+                D[:, sl], c, s2, profile, nu, out=None if kbuf is None else kbuf[:, :p]
+            )
+            if kbbuf is None:
+                KBa = torch.bmm(K, Ba)  # (N, p, M + 1): K B and K α
+            else:
+                KBa = torch.bmm(K, Ba, out=kbbuf[:, :p])
             mean[:, sl] = KBa[..., M]
-            quad[:, sl] = torch.linalg.vecdot(K, KBa[..., :M])
+            t = torch.mul(K, KBa[..., :M], out=tmp[:, :p])
+            torch.sum(t, -1, out=quad[:, sl])
             if save == "all":
                 saved += [K, KBa]
             elif save == "kb":
@@ -189,25 +205,33 @@ class _SVGPMarginals(torch.autograd.Function):
         gs2 = ((g_mean * mean).sum(-1) + 2 * (g_quad * quad).sum(-1)) / s2
         gBa = torch.zeros(N, M, M + 1, dtype=B.dtype, device=B.device)
         Ba = None if save == "all" else torch.cat([B, alpha.unsqueeze(-1)], -1)
+        # work buffers reused across chunks (fresh large allocations cost page faults)
+        width = min(chunk, P)
+        Gbuf = D.new_empty(N, width, M + 1)
+        Wbuf = D.new_empty(N, width, M)
+        kbuf = None if save == "all" else D.new_empty(N, width, M)
+        kbbuf = None if save != "none" else D.new_empty(N, width, M + 1)
         for i, p0 in enumerate(range(0, P, chunk)):
             sl = slice(p0, min(P, p0 + chunk))
             Dc = D[:, sl]
+            p = Dc.shape[1]
             S = None
             if save == "all":
                 K, KBa = saved[2 * i], saved[2 * i + 1]
             else:
-                K, S = _SVGPMarginals._kernel(Dc, c, s2, profile, nu)
-                KBa = saved[i] if save == "kb" else torch.bmm(K, Ba)
+                K, S = _SVGPMarginals._kernel(
+                    Dc, c, s2, profile, nu, out=None if kbuf is None else kbuf[:, :p]
+                )
+                KBa = saved[i] if save == "kb" else torch.bmm(K, Ba, out=kbbuf[:, :p])
             gm = g_mean[:, sl].unsqueeze(-1)  # (N, p, 1)
             gq = g_quad[:, sl].unsqueeze(-1)
-            p = Dc.shape[1]
             # [dL/dB | dL/dα] = Kᵀ [diag(g_quad) K | g_mean]
-            G = torch.empty(N, p, M + 1, dtype=K.dtype, device=K.device)
+            G = Gbuf[:, :p]
             torch.mul(K, gq, out=G[..., :M])
             G[..., M] = gm[..., 0]
             gBa.baddbmm_(K.mT, G)
             # dL/dK = g_mean αᵀ + 2 g_quad (K B);  W = K ⊙ dL/dK
-            W = KBa[..., :M] * (2 * gq)
+            W = torch.mul(KBa[..., :M], 2 * gq, out=Wbuf[:, :p])
             W.addcmul_(gm, alpha.unsqueeze(1))
             if profile == "rbf":
                 W.mul_(K)  # dL/dS = −W / 2 (K = s² exp(−S/2)); the −1/2 goes on the sums
