@@ -39,22 +39,19 @@ import os
 import time
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import mgplvm  # noqa: E402
-from mgplvm import datasets, plotting  # noqa: E402
-from mgplvm.alignment import align  # noqa: E402
-from mgplvm.io import load_recording  # noqa: E402
+import mgplvm
+from mgplvm import datasets, plotting
+from mgplvm.alignment import align
+from mgplvm.io import load_recording
 
 SMOKE = os.environ.get("MGPLVM_SMOKE") == "1"
 OUT = Path(os.environ.get("MGPLVM_OUT", "."))
 OUT.mkdir(parents=True, exist_ok=True)
-torch.set_num_threads(1 if SMOKE else 2)
+torch.set_num_threads(1)
 t_start = time.perf_counter()
 
 # the bundled data ship with the repository: tutorials/../data

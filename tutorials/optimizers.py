@@ -40,16 +40,13 @@ import os
 import time
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import mgplvm  # noqa: E402
-from mgplvm import datasets  # noqa: E402
-from mgplvm.alignment import align  # noqa: E402
+import mgplvm
+from mgplvm import datasets
+from mgplvm.alignment import align
 
 SMOKE = os.environ.get("MGPLVM_SMOKE") == "1"
 OUT = Path(os.environ.get("MGPLVM_OUT", "."))
