@@ -1,0 +1,112 @@
+"""Which manifold wins cross-validation on data generated on a known manifold?
+
+Reproduces the model-comparison experiment of the mGPLVM paper (Jensen et al. 2020, Fig. 3) on
+our own synthetic data. Every repetition simulates a fresh recording (seed = repetition) on the
+generating manifold and runs one fold of the held-out neurons × held-out time-bins protocol
+(:func:`mgplvm.crossvalidate`) for each candidate manifold. Reported: how often the generating
+manifold has the best held-out log-likelihood per datum, and mean ± s.e.m. per candidate.
+
+Comparisons (paper's reference: the generating manifold wins on average):
+
+* ring head-direction data (T¹): T¹ vs R¹ vs R²
+* T² data: T² vs R²
+* SO(3) data: SO(3) vs R³
+* T², SO(3) and S³ data, each: T² vs SO(3) vs S³
+
+Usage::
+
+    python benchmarks/cv_topology.py            # 10 repetitions each (the acceptance run)
+    python benchmarks/cv_topology.py --quick    # 2 repetitions, fewer iterations
+    python benchmarks/cv_topology.py --only ring,T2 --reps 5 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from mgplvm import datasets
+from mgplvm.crossval import crossvalidate
+
+# name -> (generator, kwargs, candidates)
+COMPARISONS = {
+    "ring": (datasets.head_direction_ring, {}, ["T1", "R1", "R2"]),
+    "T2": (datasets.torus, {"d": 2}, ["T2", "R2"]),
+    "SO3": (datasets.so3, {}, ["SO3", "R3"]),
+    "T2-3way": (datasets.torus, {"d": 2}, ["T2", "SO3", "S3"]),
+    "SO3-3way": (datasets.so3, {}, ["T2", "SO3", "S3"]),
+    "S3-3way": (datasets.sphere3, {}, ["T2", "SO3", "S3"]),
+}
+
+
+def run(name: str, reps: int, n_neurons: int, n_time: int, n_iter: int, test_iter: int,
+        workers: int | None, seed0: int) -> dict:
+    gen, kw, candidates = COMPARISONS[name]
+    truth = candidates[0]
+    scores = {m: [] for m in candidates}
+    failures = 0
+    t0 = time.perf_counter()
+    for r in range(reps):
+        data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + r, **kw)
+        cv = crossvalidate(
+            data.Y, candidates, n_splits=1, seed=seed0 + r, bin_size=data.bin_size,
+            n_workers=workers, progress=False,
+            fit_kwargs={"n_iter": n_iter, "n_mc": 4},
+            test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
+        )
+        failures += len(cv.failed)
+        s = cv.scores()
+        for m in candidates:
+            scores[m].append(float(s[m][0]))
+    arr = {m: np.asarray(v) for m, v in scores.items()}
+    mat = np.stack([arr[m] for m in candidates])
+    ok = np.isfinite(mat).all(0)
+    wins = int((mat[:, ok].argmax(0) == 0).sum())
+    return {"name": name, "truth": truth, "candidates": candidates, "scores": arr, "wins": wins,
+            "valid": int(ok.sum()), "failures": failures, "seconds": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="2 repetitions, fewer iterations")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per comparison (10)")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {list(COMPARISONS)}")
+    p.add_argument("--neurons", type=int, default=None, help="neurons per recording (50)")
+    p.add_argument("--bins", type=int, default=None, help="time bins per recording (300)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (400)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    reps = a.reps or (2 if a.quick else 10)
+    n_neurons = a.neurons or (30 if a.quick else 50)
+    n_time = a.bins or (200 if a.quick else 300)
+    n_iter = a.iters or (150 if a.quick else 400)
+    names = list(COMPARISONS) if a.only is None else a.only.split(",")
+    print(f"{reps} repetitions x 1 fold; {n_neurons} neurons x {n_time} bins (25 ms, Poisson); "
+          f"{n_iter} training / {n_iter // 2} test iterations; metric: held-out log-likelihood "
+          "per datum (higher is better)\n")
+    t0 = time.perf_counter()
+    rows = []
+    for name in names:
+        res = run(name, reps, n_neurons, n_time, n_iter, n_iter // 2, a.workers, a.seed)
+        rows.append(res)
+        parts = []
+        for m in res["candidates"]:
+            v = res["scores"][m]
+            v = v[np.isfinite(v)]
+            sem = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+            parts.append(f"{m} {v.mean():.4f} ± {sem:.4f}")
+        print(f"{name:<9} data on {res['truth']:<4}: true manifold wins {res['wins']}/"
+              f"{res['valid']}  |  " + "  ".join(parts) +
+              f"  |  failed fits {res['failures']}  ({res['seconds']:.0f} s)", flush=True)
+    total = time.perf_counter() - t0
+    target = sum(r["wins"] >= 0.9 * r["valid"] and r["valid"] == reps for r in rows)
+    print(f"\ncomparisons where the true manifold won >= 90% of repetitions: {target}/{len(rows)}"
+          f"; total {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
