@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("crossval", help="compare manifolds by cross-validation",
                         description="Held-out neurons x held-out time bins cross-validation; "
-                        "writes a table (cv.txt, cv.csv), cv.h5 and a comparison plot crossval.png.")
+                        "writes a table (cv.txt, cv.csv), cv.h5 and a comparison plot "
+                        "crossval.png.")
     _add_data_args(cv)
     cv.add_argument("--manifolds", default="T1,R1,R2", help="comma-separated; " + MANIFOLD_HELP)
     cv.add_argument("--splits", type=int, default=10, help="folds (default 10)")
