@@ -128,7 +128,7 @@ def _synthetic_truth(path: str | Path):
 
 
 def report_fit(report, model, result, rec, *, source: str | Path | None = None,
-               max_seconds_shown: float = 120.0) -> dict[str, Any]:
+               max_seconds_shown: float = 40.0) -> dict[str, Any]:
     """Add the figures and numbers of one fit to ``report``; return a summary dict.
 
     Figures: the ELBO trace; for rings the polar tuning curves (posterior mean ± 2 s.d.; dashed:
@@ -283,8 +283,8 @@ class DemoResult:
 
 #: demo settings: full (default) and quick (a smoke run for tests)
 DEMO_SETTINGS = {
-    "full": {"fit_iter": 1000, "cv_minutes": 1.0, "cv_splits": 2, "cv_iter": 500,
-             "cv_test_iter": 250, "manifolds": ["T1", "R1", "R2", "S2"]},
+    "full": {"fit_iter": 1000, "cv_minutes": 0.5, "cv_splits": 2, "cv_iter": 300,
+             "cv_test_iter": 150, "manifolds": ["T1", "R1", "R2", "S2"]},
     "quick": {"fit_iter": 30, "cv_minutes": 0.25, "cv_splits": 1, "cv_iter": 20,
               "cv_test_iter": 10, "manifolds": ["T1", "R1"]},
 }
