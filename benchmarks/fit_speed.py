@@ -36,7 +36,7 @@ import torch
 
 import mgplvm
 from mgplvm.datasets import head_direction_ring, torus
-from mgplvm.fit import _batch_indices, fit, make_fit_optimizer
+from mgplvm.fitting import _batch_indices, fit, make_fit_optimizer
 
 REF_100, REF_500 = 2.1, 9.3  # s/iter of the 2020 reference implementation (issue 3)
 TARGET = 20.0

@@ -132,7 +132,7 @@ def eval_elbo(model, Y: torch.Tensor, particles: int) -> float:
 def heldout_ll(model, Y_test: torch.Tensor, seed: int, args: argparse.Namespace) -> float:
     """Held-out log-likelihood per datum (see the module docstring); Adam for the latents."""
     from mgplvm.crossval import _held_out_ll_per_bin, make_splits
-    from mgplvm.fit import fit
+    from mgplvm.fitting import fit
 
     n_neurons, n_test = Y_test.shape[1], Y_test.shape[2]
     split = make_splits(n_neurons, 4, 1, seed=seed)[0]
@@ -151,7 +151,7 @@ def heldout_ll(model, Y_test: torch.Tensor, seed: int, args: argparse.Namespace)
 
 
 def run_one(args: argparse.Namespace, problem: str, method: str, lr: float, seed: int) -> RunResult:
-    from mgplvm.fit import fit
+    from mgplvm.fitting import fit
     from mgplvm.model import MGPLVM
 
     Y, Y_test, manifold, bin_size = make_data(problem, seed, args)

@@ -30,7 +30,7 @@ import torch
 import mgplvm
 from mgplvm import datasets
 from mgplvm.alignment import align
-from mgplvm.fit import fit
+from mgplvm.fitting import fit
 
 
 @dataclass

@@ -19,7 +19,7 @@ _SUBMODULES = {
     "likelihoods",
     "latents",
     "model",
-    "fit",
+    "fitting",
     "crossval",
     "optim",
     "plotting",
@@ -27,7 +27,7 @@ _SUBMODULES = {
 # public names re-exported from submodules: name -> module
 _EXPORTS = {
     "MGPLVM": "model",
-    "fit": "fit",
+    "fit": "fitting",
     "crossvalidate": "crossval",
     "Euclid": "manifolds",
     "Torus": "manifolds",
@@ -41,7 +41,6 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(f"mgplvm.{_EXPORTS[name]}")
         value = getattr(module, name)
-        # importing mgplvm.fit binds the *module* as attribute `fit`; rebind the function
         globals()[name] = value
         return value
     if name in _SUBMODULES:

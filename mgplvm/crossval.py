@@ -298,7 +298,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
 
     import torch
 
-    fit_module = importlib.import_module("mgplvm.fit")  # looked up at call time (testable)
+    fit_module = importlib.import_module("mgplvm.fitting")  # looked up at call time (testable)
     from mgplvm.model import MGPLVM
 
     Y, split, seed = spec["Y"], spec["split"], spec["seed"]

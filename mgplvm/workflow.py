@@ -84,7 +84,7 @@ def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", see
     ``batch_size`` bins per iteration (an unbiased ELBO estimate; see :func:`mgplvm.fit`).
     ``overrides`` update :data:`FIT_DEFAULTS`; other keys are passed to :func:`mgplvm.fit`.
     """
-    from mgplvm.fit import fit
+    from mgplvm.fitting import fit
     from mgplvm.model import MGPLVM
 
     cfg = {**FIT_DEFAULTS, **overrides}

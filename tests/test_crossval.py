@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import mgplvm.fit as fit_module
+import mgplvm.fitting as fit_module
 from mgplvm.crossval import CVResult, crossvalidate, make_splits
 
 N_NEURONS, N_TIME = 6, 40
@@ -30,7 +30,7 @@ class _FakeResult:
 
 
 class RecordingFit:
-    """Stands in for ``mgplvm.fit.fit``: decodes which (neuron, bin) entries each call received."""
+    """Stands in for ``mgplvm.fitting.fit``: decodes which (neuron, bin) entries each call got."""
 
     def __init__(self, fail_on: str | None = None):
         self.calls: list[dict] = []

@@ -503,7 +503,7 @@ def _full_elbo(model, Y) -> float:
 @pytest.mark.parametrize("name", ["adam", "ngd", "fishleg", "ngd+fishleg"])
 def test_fit_with_each_optimizer_improves_elbo_and_keeps_points_on_manifold(name):
     """End to end through mgplvm.fit (FishLeg gets its sampled NLL from fit's protocol)."""
-    from mgplvm.fit import fit
+    from mgplvm.fitting import fit
 
     data = _tiny_ring()
     model = _tiny_mgplvm(data, natural=name.startswith("ngd"))
@@ -527,7 +527,7 @@ def test_fit_with_each_optimizer_improves_elbo_and_keeps_points_on_manifold(name
 
 
 def test_fit_ngd_with_cholesky_model_says_what_to_pass():
-    from mgplvm.fit import fit
+    from mgplvm.fitting import fit
 
     data = _tiny_ring()
     model = _tiny_mgplvm(data, natural=False)

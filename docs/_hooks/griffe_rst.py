@@ -3,7 +3,7 @@
 mgplvm's docstrings are Google style, with a few reStructuredText habits that Markdown shows
 literally. Before mkdocstrings parses a docstring this extension rewrites
 
-* Sphinx roles ``:func:`~mgplvm.fit.fit``` -> inline code ``fit`` (``~`` keeps the last component);
+* Sphinx roles ``:func:`~mgplvm.fitting.fit``` -> inline code ``fit`` (``~`` keeps the last part);
 * a paragraph ending in ``::`` (reST literal block) -> ``:`` (the indented block that follows is
   a Markdown code block already);
 * reST simple tables (``====  ====`` borders) -> Markdown pipe tables.

@@ -11,7 +11,7 @@ import torch
 
 from mgplvm.alignment import align
 from mgplvm.datasets import head_direction_ring
-from mgplvm.fit import FitResult, _batch_indices, fit, register_optimizer
+from mgplvm.fitting import FitResult, _batch_indices, fit, register_optimizer
 from mgplvm.model import MGPLVM
 
 
