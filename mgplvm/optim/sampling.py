@@ -62,26 +62,7 @@ def pyro_sample_nll(
     def sample_nll() -> Tensor:
         guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs)
-        total: Tensor | float = 0.0
-        for name, site in model_tr.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            dist = site["fn"]
-            if site["is_observed"]:
-                value = site["value"]
-                if not site_is_factor(site):
-                    with torch.no_grad():
-                        value = dist.sample()
-                lp = dist.log_prob(value)
-            elif latent_terms:
-                lp = dist.log_prob(site["value"])
-                gsite = guide_tr.nodes.get(name)
-                if gsite is not None and gsite["type"] == "sample":
-                    glp = gsite["fn"].log_prob(gsite["value"])
-                    total = total + scale_and_mask(glp, gsite["scale"], gsite["mask"]).sum()
-            else:
-                continue
-            total = total - scale_and_mask(lp, site["scale"], site["mask"]).sum()
+        total = _trace_nll(model_tr, guide_tr, latent_terms, resample_observed=True)
         if not isinstance(total, Tensor):
             raise ValueError("the Pyro model has no sample sites to build a sampled NLL from")
         return total
@@ -222,23 +203,36 @@ def mgplvm_sample_nll(
             model_tr = poutine.trace(poutine.replay(mgplvm.model, trace=guide_tr)).get_trace(
                 Ys, t_idx, beta
             )
-            total: Tensor | float = 0.0
-            for name, site in model_tr.nodes.items():
-                if site["type"] != "sample" or site_is_subsample(site):
-                    continue
-                if site["is_observed"]:
-                    lp = site["fn"].log_prob(site["value"])
-                elif latent_terms:
-                    lp = site["fn"].log_prob(site["value"])
-                    gsite = guide_tr.nodes.get(name)
-                    if gsite is not None and gsite["type"] == "sample":
-                        glp = gsite["fn"].log_prob(gsite["value"])
-                        total = total + scale_and_mask(glp, gsite["scale"], gsite["mask"]).sum()
-                else:
-                    continue
-                total = total - scale_and_mask(lp, site["scale"], site["mask"]).sum()
+            total = _trace_nll(model_tr, guide_tr, latent_terms, resample_observed=False)
         if not isinstance(total, Tensor):
             raise ValueError("the mGPLVM trace has no sample sites")
         return total
 
     return sample_nll
+
+
+def _trace_nll(model_tr, guide_tr, latent_terms: bool, resample_observed: bool) -> Tensor | float:
+    """−Σ_obs log p(y) [+ Σ_latent (log q − log p)] over a replayed model trace (plate ``scale`` and
+    ``mask`` honoured). ``resample_observed``: replace each observed value (except ``pyro.factor``
+    sites) by a draw from its own distribution, without gradient through the draw."""
+    total: Tensor | float = 0.0
+    for name, site in model_tr.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        dist = site["fn"]
+        if site["is_observed"]:
+            value = site["value"]
+            if resample_observed and not site_is_factor(site):
+                with torch.no_grad():
+                    value = dist.sample()
+            lp = dist.log_prob(value)
+        elif latent_terms:
+            lp = dist.log_prob(site["value"])
+            gsite = guide_tr.nodes.get(name)
+            if gsite is not None and gsite["type"] == "sample":
+                glp = gsite["fn"].log_prob(gsite["value"])
+                total = total + scale_and_mask(glp, gsite["scale"], gsite["mask"]).sum()
+        else:
+            continue
+        total = total - scale_and_mask(lp, site["scale"], site["mask"]).sum()
+    return total
