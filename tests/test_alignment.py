@@ -9,17 +9,7 @@ import mgplvm.manifolds as manifolds
 from mgplvm.alignment import align, angle_error
 from mgplvm.manifolds import Euclid, Torus, wrap_angle
 
-
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    # float64; one thread (small problems on a shared 2-core machine: threading only hurts)
-    old, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")
 
 
 def _exact(al, truth, tol=1e-9):

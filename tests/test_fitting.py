@@ -14,17 +14,7 @@ from mgplvm.datasets import head_direction_ring
 from mgplvm.fitting import FitResult, _batch_indices, fit, register_optimizer
 from mgplvm.model import MGPLVM
 
-
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    # float64; one thread (small problems on a shared 2-core machine: threading only hurts)
-    old, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    pyro.set_rng_seed(0)
-    yield
-    torch.set_default_dtype(old)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")
 
 
 @pytest.fixture(scope="module")

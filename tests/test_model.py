@@ -16,16 +16,7 @@ from mgplvm.model import MGPLVM, _SVGPMarginals, manifold_from_name
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    # float64; one thread (small problems on a shared 2-core machine: threading only hurts)
-    old, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    pyro.set_rng_seed(0)
-    yield
-    torch.set_default_dtype(old)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("float64_one_thread")
 
 
 def _randomise_q_u(model, seed=0, scale=0.5):
