@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -461,6 +462,13 @@ def crossvalidate(
     return CVResult(records=records, manifolds=manifolds, n_splits=n_splits, config=config)
 
 
+_BROKEN_POOL_HINT = (
+    " (a worker process died. If crossvalidate was called from a script, put the call under "
+    "`if __name__ == \"__main__\":` - worker processes are started with 'spawn' and re-import "
+    "the main module - or pass n_workers=1)"
+)
+
+
 def _execute(specs, executor, n_workers, progress) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
@@ -484,9 +492,12 @@ def _execute(specs, executor, n_workers, progress) -> list[dict[str, Any]]:
                 out.append(fut.result())
             except Exception as err:  # noqa: BLE001 - e.g. a worker process died
                 spec = futures[fut]
+                message = f"{type(err).__name__}: {err}"
+                if own and isinstance(err, BrokenProcessPool):
+                    message += _BROKEN_POOL_HINT
                 out.append({
                     "manifold": spec["manifold"], "fold": spec["fold"], "status": "failed",
-                    "error": f"{type(err).__name__}: {err}", "train_elbo": float("nan"),
+                    "error": message, "train_elbo": float("nan"),
                     "seconds": float("nan"), **{m: float("nan") for m in METRICS},
                 })
         return out

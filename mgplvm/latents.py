@@ -257,6 +257,21 @@ class LieIncrementProcess(TorchDistribution):
         lp = self.manifold.wrapped_log_prob(v, L, self.kmax)
         return torch.cat([lp0, lp], dim=-1)
 
+    def transition_log_prob(
+        self, prev: torch.Tensor, cur: torch.Tensor, gap: int | float = 1
+    ) -> torch.Tensor:
+        """``log p(g_{t+gap} = cur_j | g_t = prev_i)`` for all pairs of two candidate sets
+        ``prev (K, ambient)``, ``cur (J, ambient)`` -> ``(K, J)`` (used by :func:`viterbi_path`)."""
+        gaps = torch.as_tensor([gap], dtype=self.step_sd.dtype, device=self.step_sd.device)
+        ak, sd = self._transition(gaps)
+        if ak is not None:
+            prev = self.manifold.exp0(ak * self.manifold.log0(prev))
+        K, J = prev.shape[0], cur.shape[0]
+        v = self.manifold.logmap_coords(
+            prev[:, None, :].expand(K, J, -1), cur[None, :, :].expand(K, J, -1)
+        )
+        return self.manifold.wrapped_log_prob(v, torch.diag_embed(sd[0]), self.kmax)
+
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Simulate forward in time (a Python loop over bins; for prior draws only)."""
         m = self.manifold
@@ -585,6 +600,31 @@ class GPPrior(LatentPrior):
     def distribution(self, n_trials, t_idx, n_time):
         times = _time_index(t_idx, n_time, self.raw_timescale.device)
         return GPTimeProcess(self.manifold, self.timescale, times, n_trials, self.jitter)
+
+
+def viterbi_path(
+    log_lik: torch.Tensor, log_trans: torch.Tensor, log_init: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Most probable sequence of candidate states of a discrete hidden Markov chain.
+
+    ``log_lik (trials, K, time)``: per-bin log-likelihood of each of ``K`` candidates;
+    ``log_trans (K, K)``: ``log p(state_{t+1} = j | state_t = i)``; ``log_init (K,)`` (default
+    flat). Returns the maximising indices ``(trials, time)`` (max-product dynamic programming,
+    vectorised over trials and candidates; one ``(trials, K, K)`` max per bin).
+    """
+    n_trials, K, T = log_lik.shape
+    delta = log_lik[..., 0] + (0.0 if log_init is None else log_init)
+    back = torch.empty(n_trials, T, K, dtype=torch.int32, device=log_lik.device)
+    for t in range(1, T):
+        best, arg = (delta.unsqueeze(-1) + log_trans).max(dim=-2)  # over the previous state
+        back[:, t] = arg.to(torch.int32)
+        delta = best + log_lik[..., t]
+    path = torch.empty(n_trials, T, dtype=torch.long, device=log_lik.device)
+    path[:, -1] = delta.argmax(-1)
+    rows = torch.arange(n_trials, device=log_lik.device)
+    for t in range(T - 1, 0, -1):
+        path[:, t - 1] = back[rows, t, path[:, t]].long()
+    return path
 
 
 PRIORS: dict[str, type[LatentPrior]] = {

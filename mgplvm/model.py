@@ -56,7 +56,14 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 
 from mgplvm.kernels import ManifoldMaternKernel, ManifoldRBFKernel, factor_sqdists
-from mgplvm.latents import LatentPrior, ReLiePosterior, get_prior, pca_init
+from mgplvm.latents import (
+    BrownianPrior,
+    LatentPrior,
+    ReLiePosterior,
+    get_prior,
+    pca_init,
+    viterbi_path,
+)
 from mgplvm.likelihoods import GaussianLikelihood, MGPLVMLikelihood, get_likelihood
 from mgplvm.manifolds import Euclid, LatentManifold, Torus, get_manifold
 
@@ -637,6 +644,9 @@ class MGPLVM(nn.Module):
         self.latents_initialized.fill_(True)
 
     def _decode_init(self, Y: torch.Tensor, n_candidates: int = 1000) -> torch.Tensor:
+        """Per-bin best candidate under the current tuning curves; with a Markov prior over time
+        (Brownian / AR(1)) the best candidate *path* instead (:func:`~mgplvm.latents.viterbi_path`
+        on the candidates), which avoids isolated bins or segments decoded into the wrong mode."""
         cand = torch.cat(
             [
                 self.manifold.random(n_candidates, dtype=self.dtype).to(self.device),
@@ -644,16 +654,19 @@ class MGPLVM(nn.Module):
             ]
         )
         mean, var = self.gp_marginals(cand)  # (N, K)
-        out = torch.empty(self.n_trials, self.n_time, self.manifold.ambient_dim,
-                          dtype=self.dtype, device=self.device)
-        step = max(1, int(2**22 // max(1, cand.shape[0] * self.n_neurons)))
+        K = cand.shape[0]
+        ell = torch.empty(self.n_trials, K, self.n_time, dtype=self.dtype, device=self.device)
+        step = max(1, int(2**22 // max(1, K * self.n_neurons)))
         for t0 in range(0, self.n_time, step):
             y = Y[:, :, t0 : t0 + step]  # (trials, N, t)
-            ell = self.likelihood.expected_log_prob_moments(
+            ell[..., t0 : t0 + step] = self.likelihood.expected_log_prob_moments(
                 y.unsqueeze(1), mean.T[None, :, :, None], var.T[None, :, :, None]
             ).sum(-2)  # (trials, K, t)
-            out[:, t0 : t0 + step] = cand[ell.argmax(1)]
-        return out
+        if isinstance(self.prior, BrownianPrior) and self.n_time > 1:
+            process = self.prior.distribution(self.n_trials, None, self.n_time)
+            log_trans = process.transition_log_prob(cand, cand, gap=1)
+            return cand[viterbi_path(ell, log_trans)]
+        return cand[ell.argmax(1)]
 
     # ------------------------------------------------------------------ the GP
     def _gp_mode(self) -> str:

@@ -225,3 +225,25 @@ def test_result_export_round_trip(sequential_result, tmp_path):
     fig = res.plot()
     assert len(fig.axes[0].lines) >= 2  # one line per fold
     json.dumps(res.records, default=float)
+
+
+def test_unguarded_script_gets_a_hint_not_a_silent_failure(tmp_path):
+    """A script without ``if __name__ == "__main__":`` kills its spawned workers; every failed
+    record must say why and what to do."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from mgplvm.crossval import crossvalidate\n"
+        "Y = np.random.default_rng(0).poisson(2.0, (1, 4, 12)).astype(float)\n"
+        "cv = crossvalidate(Y, ['R1'], n_splits=2, n_workers=2, progress=False,\n"
+        "                   fit_kwargs={'n_iter': 2}, test_fit_kwargs={'n_iter': 2})\n"
+        "print('ERRORS', [r['error'] for r in cv.failed])\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("ERRORS"))
+    assert line.count("BrokenProcessPool") == 2
+    assert line.count("if __name__") == 2 and "n_workers=1" in line

@@ -15,6 +15,7 @@ from mgplvm.latents import (
     UniformPrior,
     get_prior,
     pca_init,
+    viterbi_path,
 )
 from mgplvm.manifolds import Euclid, Torus
 
@@ -195,6 +196,43 @@ def test_brownian_prior_on_ring_is_uniform_start_plus_wrapped_increments():
     # sampling: shape and on the manifold
     s = prior.distribution(2, None, 5).sample((3,))
     assert s.shape == (3, 2, 5, 1) and torch.all(s.abs() <= math.pi)
+
+
+@pytest.mark.parametrize("kind", ["brownian-T2", "ar1-R2"])
+def test_transition_log_prob_matches_the_sequence_density(kind):
+    """Entry (i, j) equals the second term of log_prob of the two-bin path (prev_i, cur_j)."""
+    if kind == "brownian-T2":
+        prior = BrownianPrior(Torus(2), step_sd=0.3)
+    else:
+        prior = AR1Prior(Euclid(2), 0.4, ar_coef=0.8)
+    m = prior.manifold
+    prev, cur = m.random(4), m.random(5)
+    for gap in (1, 3):
+        mat = prior.distribution(1, None, 2).transition_log_prob(prev, cur, gap=gap)
+        assert mat.shape == (4, 5)
+        proc = prior.distribution(1, torch.tensor([0, gap]), 2)
+        for i in range(4):
+            for j in range(5):
+                path = torch.stack([prev[i], cur[j]])[None]
+                torch.testing.assert_close(mat[i, j], proc.log_prob(path)[0, 1])
+
+
+def test_viterbi_path_equals_brute_force():
+    """Max-product DP returns the argmax over all K^T paths (tiny chain, two trials)."""
+    import itertools
+
+    gen = torch.Generator().manual_seed(3)
+    K, T = 3, 5
+    log_lik = torch.randn(2, K, T, generator=gen)
+    log_trans = torch.log_softmax(torch.randn(K, K, generator=gen), -1)
+    log_init = torch.log_softmax(torch.randn(K, generator=gen), -1)
+    path = viterbi_path(log_lik, log_trans, log_init)
+    for s in range(2):
+        def score(p, s=s):
+            return float(log_init[p[0]] + sum(log_lik[s, p[t], t] for t in range(T))
+                         + sum(log_trans[p[t - 1], p[t]] for t in range(1, T)))
+        best = max(itertools.product(range(K), repeat=T), key=score)
+        assert tuple(path[s].tolist()) == best
 
 
 def test_gp_prior_equals_explicit_gaussian():
