@@ -23,7 +23,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 
@@ -41,31 +44,31 @@ COMPARISONS = {
 }
 
 
-def run(name: str, reps: int, n_neurons: int, n_time: int, n_iter: int, test_iter: int,
-        workers: int | None, seed0: int) -> dict:
+def run_one(name: str, rep: int, n_neurons: int, n_time: int, n_iter: int, test_iter: int,
+            pool, seed0: int, prior: str) -> dict:
+    """One repetition of one comparison: a fresh recording, one fold per candidate."""
     gen, kw, candidates = COMPARISONS[name]
-    truth = candidates[0]
-    scores = {m: [] for m in candidates}
-    failures = 0
-    t0 = time.perf_counter()
-    for r in range(reps):
-        data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + r, **kw)
-        cv = crossvalidate(
-            data.Y, candidates, n_splits=1, seed=seed0 + r, bin_size=data.bin_size,
-            n_workers=workers, progress=False,
-            fit_kwargs={"n_iter": n_iter, "n_mc": 4},
-            test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
-        )
-        failures += len(cv.failed)
-        s = cv.scores()
-        for m in candidates:
-            scores[m].append(float(s[m][0]))
-    arr = {m: np.asarray(v) for m, v in scores.items()}
+    data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, **kw)
+    cv = crossvalidate(
+        data.Y, candidates, n_splits=1, seed=seed0 + rep, bin_size=data.bin_size,
+        executor=pool, progress=False,
+        fit_kwargs={"n_iter": n_iter, "n_mc": 4},
+        test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
+        model_kwargs={"prior": prior},
+    )
+    s = cv.scores()
+    return {m: float(s[m][0]) for m in candidates} | {"_failed": len(cv.failed)}
+
+
+def summarise(name: str, per_rep: list[dict]) -> dict:
+    candidates = COMPARISONS[name][2]
+    arr = {m: np.asarray([r[m] for r in per_rep]) for m in candidates}
     mat = np.stack([arr[m] for m in candidates])
     ok = np.isfinite(mat).all(0)
     wins = int((mat[:, ok].argmax(0) == 0).sum())
-    return {"name": name, "truth": truth, "candidates": candidates, "scores": arr, "wins": wins,
-            "valid": int(ok.sum()), "failures": failures, "seconds": time.perf_counter() - t0}
+    return {"name": name, "truth": candidates[0], "candidates": candidates, "scores": arr,
+            "wins": wins, "valid": int(ok.sum()),
+            "failures": sum(r["_failed"] for r in per_rep)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None, help="training iterations (400)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prior", default="brownian",
+                   help="latent prior of every candidate (brownian: as mgplvm demo)")
     a = p.parse_args(argv)
     reps = a.reps or (2 if a.quick else 10)
     n_neurons = a.neurons or (30 if a.quick else 50)
@@ -85,22 +90,36 @@ def main(argv: list[str] | None = None) -> int:
     n_iter = a.iters or (150 if a.quick else 400)
     names = list(COMPARISONS) if a.only is None else a.only.split(",")
     print(f"{reps} repetitions x 1 fold; {n_neurons} neurons x {n_time} bins (25 ms, Poisson); "
-          f"{n_iter} training / {n_iter // 2} test iterations; metric: held-out log-likelihood "
-          "per datum (higher is better)\n")
+          f"{n_iter} training / {n_iter // 2} test iterations; {a.prior} prior on every candidate; "
+          "metric: held-out log-likelihood per datum (higher is better)\n")
     t0 = time.perf_counter()
-    rows = []
-    for name in names:
-        res = run(name, reps, n_neurons, n_time, n_iter, n_iter // 2, a.workers, a.seed)
-        rows.append(res)
-        parts = []
-        for m in res["candidates"]:
-            v = res["scores"][m]
-            v = v[np.isfinite(v)]
-            sem = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-            parts.append(f"{m} {v.mean():.4f} ± {sem:.4f}")
-        print(f"{name:<9} data on {res['truth']:<4}: true manifold wins {res['wins']}/"
-              f"{res['valid']}  |  " + "  ".join(parts) +
-              f"  |  failed fits {res['failures']}  ({res['seconds']:.0f} s)", flush=True)
+    workers = a.workers or os.cpu_count() or 1
+    # every (comparison, repetition) is submitted at once: the process pool stays busy
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool, \
+            ThreadPoolExecutor(max(1, len(names) * reps)) as driver:
+        futures = {
+            (name, r): driver.submit(run_one, name, r, n_neurons, n_time, n_iter, n_iter // 2,
+                                     pool, a.seed, a.prior)
+            for name in names for r in range(reps)
+        }
+        rows = []
+        for name in names:
+            per_rep = [futures[name, r].result() for r in range(reps)]
+            res = summarise(name, per_rep)
+            rows.append(res)
+            parts = []
+            for m in res["candidates"]:
+                v = res["scores"][m]
+                v = v[np.isfinite(v)]
+                sem = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+                parts.append(f"{m} {v.mean():.4f} ± {sem:.4f}")
+            print(f"{name:<9} data on {res['truth']:<4}: true manifold wins {res['wins']}/"
+                  f"{res['valid']}  |  " + "  ".join(parts) +
+                  f"  |  failed fits {res['failures']}  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+            for r, rec in enumerate(per_rep):
+                print(f"    rep {r:2d}: " + "  ".join(
+                    f"{m} {rec[m]:.4f}" for m in res["candidates"]), flush=True)
     total = time.perf_counter() - t0
     target = sum(r["wins"] >= 0.9 * r["valid"] and r["valid"] == reps for r in rows)
     print(f"\ncomparisons where the true manifold won >= 90% of repetitions: {target}/{len(rows)}"

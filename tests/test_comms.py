@@ -270,10 +270,30 @@ def test_soc_exact_smoothed_mode_runs():
     assert len(res.history["smoothed"]) == 6
 
 
+def test_soc_fixed_eps_descends_the_exact_smoothed_abscissa_monotonically():
+    eps, target = 1e-2, 0.5
+    res = stability_optimised_circuit(n=40, radius=4.0, target=target, criterion="smoothed",
+                                      eps=eps, max_iter=600)
+    assert res.converged
+    exact = float(smoothed_spectral_abscissa(res.W, eps))  # independent: mgplvm.control solves
+    assert exact == pytest.approx(res.smoothed_abscissa, rel=1e-8) and exact < target
+    # phase 2 (exact α̃_ε) starts once α(W) < target; accepted iterates strictly decrease
+    h = np.array(res.history["smoothed"])
+    start = int(np.argmax(np.array(res.history["abscissa"]) < target))
+    ok = np.array(res.history["accepted"] + [True])[start:]  # the final iterate is accepted
+    assert len(ok) == len(h[start:]) and ok.sum() >= 3 and not ok.all()  # some backtracking
+    assert np.all(np.diff(h[start:][ok]) < 0)
+    assert h[-1] == h[start:].min()
+
+
 @pytest.mark.slow
 def test_soc_n200_under_a_minute():
     res = stability_optimised_circuit(n=200, target=0.15, max_seconds=60.0)
     assert res.converged and res.spectral_abscissa < 0.15 and res.seconds < 60.0
+    res = stability_optimised_circuit(n=200, target=0.15, criterion="smoothed", eps=1e-4,
+                                      max_seconds=60.0)
+    assert res.converged and res.seconds < 60.0
+    assert float(smoothed_spectral_abscissa(res.W, 1e-4)) < 0.15
 
 
 def test_design_increases_rate_under_constraint():

@@ -166,13 +166,18 @@ def stability_optimised_circuit(
     (kept within [lr/3, 10·lr]).
 
     Smoothing: ``eps=None`` uses the paper's adaptive ε, i.e. α̃ is evaluated at
-    s = max(C·α, α + B) with (C, B) = ``smoothing`` (so α̃ ≥ α + B); a float ``eps`` uses the
-    exact α̃_ε (root f(s) = 1/ε, as :func:`smoothed_spectral_abscissa`) at every step.
+    s = max(C·α, α + B) with (C, B) = ``smoothing`` (so α̃ ≥ α + B). A float ``eps`` targets the
+    exact α̃_ε (root f(s) = 1/ε, as :func:`smoothed_spectral_abscissa`): the adaptive descent runs
+    until α(W) < ``target`` (α̃_ε ≥ α, and far from stability the adaptive ε descends much faster),
+    then α̃_ε itself is descended with backtracking (a step that raises α̃_ε is undone and retried
+    with half the learning rate; ×1.1 after an accepted step), so it decreases monotonically.
     ``solver="schur"``: one real Schur factorisation W = UTUᵀ per step gives α and both Gramians
     (two triangular Sylvester solves, reused across the root search) — ~3× faster than
     ``solver="control"`` (two mgplvm.control Lyapunov solves per evaluation).
-    Stops when the ``criterion`` ("abscissa": α(W); "smoothed": the smoothed abscissa used) is
-    below ``target``, or after ``max_iter`` / ``max_seconds``.  Network dynamics: ẋ = (W − I)x.
+    Stops when the ``criterion`` ("abscissa": α(W); "smoothed": α̃_ε for a float ``eps``, else
+    the adaptive α̃) is below ``target``, or after ``max_iter`` / ``max_seconds``. Network
+    dynamics: ẋ = (W − I)x. ``history``: per iteration α(W), the smoothed abscissa and lr;
+    ``accepted`` (one fewer entry: not for the last iterate) marks backtracked steps False.
     """
     if criterion not in ("abscissa", "smoothed"):
         raise ValueError("criterion must be 'abscissa' or 'smoothed'")
@@ -208,48 +213,11 @@ def _soc_loop(
     prev = math.inf
     s_prev: float | None = None
     lr0 = lr
+    exact = False  # phase 2 of a fixed-ε run: exact α̃_ε with backtracking
+    W_prev = G_prev = None
     Wn = W.numpy()  # shares memory with W; the loop runs in numpy (no intra-op thread overhead)
-    for it in range(max_iter + 1):
-        U = None
-        if solver == "schur":
-            Tm, U = sla.schur(Wn, output="real")
-            # standardised real Schur form: 2×2 blocks carry Re λ on their diagonal
-            alpha = float(np.diag(Tm).max())
 
-            def pair(x: float, Tm=Tm) -> tuple[Tensor, Tensor]:
-                return _schur_pair(Tm, x)
-        else:
-            alpha = float(np.linalg.eigvals(Wn).real.max())
-
-            def pair(x: float) -> tuple[Tensor, Tensor]:
-                return _control_pair(W, x)
-        if eps is None:
-            s = max(C * alpha, alpha + Bm)
-        else:
-            omega = float(np.linalg.eigvalsh(0.5 * (Wn + Wn.T))[-1])
-            s, P, Q = _ssa_newton(pair, n, alpha, omega, eps, s0=s_prev)
-            s_prev = s
-        hist["abscissa"].append(alpha)
-        hist["smoothed"].append(s)
-        hist["lr"].append(lr)
-        crit = alpha if criterion == "abscissa" else s
-        if verbose and it % 50 == 0:
-            print(f"SOC it {it:4d}  α(W) = {alpha:8.4f}  α̃ = {s:8.4f}  lr = {lr:.3g}")
-        if crit < target:
-            converged = True
-            break
-        if it == max_iter or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
-            break
-        if adaptive_lr and it > 0:
-            lr = min(max(lr * (1.1 if crit < prev else 0.6), lr0 / 3), 10 * lr0)
-        prev = crit
-        if eps is None:
-            P, Q = pair(s)
-        QP = Q.numpy() @ P.numpy()
-        G = QP / np.trace(QP)
-        if U is not None:
-            G = U @ G @ U.T
-        Wn[:, n_e:] -= lr * G[:, n_e:]
+    def project() -> None:
         if dale:
             np.minimum(Wn[:, n_e:], 0.0, out=Wn[:, n_e:])
         if balance:
@@ -266,4 +234,64 @@ def _soc_loop(
                 thr = np.partition(np.abs(WI).ravel(), k - 1)[k - 1]
                 WI[np.abs(WI) <= thr] = 0.0
         np.fill_diagonal(Wn, 0.0)
+
+    for it in range(max_iter + 1):
+        U = None
+        if solver == "schur":
+            Tm, U = sla.schur(Wn, output="real")
+            # standardised real Schur form: 2×2 blocks carry Re λ on their diagonal
+            alpha = float(np.diag(Tm).max())
+
+            def pair(x: float, Tm=Tm) -> tuple[Tensor, Tensor]:
+                return _schur_pair(Tm, x)
+        else:
+            alpha = float(np.linalg.eigvals(Wn).real.max())
+
+            def pair(x: float) -> tuple[Tensor, Tensor]:
+                return _control_pair(W, x)
+        # a fixed ε is used once α(W) < target (α̃_ε ≥ α, so it cannot be below target before):
+        # far from stability the adaptive ε descends much faster
+        exact = exact or (eps is not None and alpha < target)
+        if exact:
+            omega = float(np.linalg.eigvalsh(0.5 * (Wn + Wn.T))[-1])
+            s, P, Q = _ssa_newton(pair, n, alpha, omega, eps, s0=s_prev)
+            s_prev = s
+        else:
+            s = max(C * alpha, alpha + Bm)
+        hist["abscissa"].append(alpha)
+        hist["smoothed"].append(s)
+        hist["lr"].append(lr)
+        crit = alpha if criterion == "abscissa" or (eps is not None and not exact) else s
+        if verbose and it % 50 == 0:
+            print(f"SOC it {it:4d}  α(W) = {alpha:8.4f}  α̃ = {s:8.4f}  lr = {lr:.3g}")
+        if crit < target and (criterion == "abscissa" or eps is None or exact):
+            converged = True
+            break
+        if it == max_iter or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
+            break
+        rejected = exact and W_prev is not None and crit > prev
+        hist.setdefault("accepted", []).append(not rejected)
+        if rejected:
+            # backtrack: the fixed-ε criterion went up; halve the step from the last iterate
+            assert W_prev is not None and G_prev is not None
+            Wn[:] = W_prev
+            lr *= 0.5
+            Wn[:, n_e:] -= lr * G_prev[:, n_e:]
+            project()
+            continue
+        if adaptive_lr and it > 0 and not exact:
+            lr = min(max(lr * (1.1 if crit < prev else 0.6), lr0 / 3), 10 * lr0)
+        elif exact and W_prev is not None:
+            lr *= 1.1
+        prev = crit
+        if not exact:
+            P, Q = pair(s)
+        QP = Q.numpy() @ P.numpy()
+        G = QP / np.trace(QP)
+        if U is not None:
+            G = U @ G @ U.T
+        if exact:
+            W_prev, G_prev = Wn.copy(), G
+        Wn[:, n_e:] -= lr * G[:, n_e:]
+        project()
     return it, alpha, s, converged
