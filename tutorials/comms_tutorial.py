@@ -136,6 +136,21 @@ print(f"SOC N = {N}: α(W) {soc.history['abscissa'][0]:.2f} → {soc.spectral_ab
       f"max‖e^(At)‖ = {comms.max_amplification(soc.A, num=40)[0]:.1f}")
 
 # %% [markdown]
+# The paper's descent evaluates the smoothed abscissa at an adaptive ε (s = max(1.5α, α + 0.2)),
+# which is always at least α + 0.2. To drive a *fixed-ε* smoothed abscissa α̃_ε below the target
+# instead, pass `eps` with `criterion="smoothed"`: the adaptive descent runs until α(W) < target,
+# then α̃_ε itself is descended with backtracking. For N = 200, ε = 1e-4 reaches α̃_ε < 0.15 in a
+# few seconds (`benchmarks/comms_figures.py` prints the time).
+
+# %%
+soc_eps = comms.stability_optimised_circuit(
+    n=N, radius=4.0 if SMOKE else 10.0, target=0.3 if SMOKE else 0.15, criterion="smoothed",
+    eps=1e-4, max_seconds=10.0 if SMOKE else 60.0)
+print(f"fixed ε = 1e-4: α̃_ε(W) = {soc_eps.smoothed_abscissa:.4f} (α(W) = "
+      f"{soc_eps.spectral_abscissa:.4f}) after {soc_eps.iterations} steps "
+      f"({soc_eps.seconds:.1f} s)")
+
+# %% [markdown]
 # ## 7. Designing a network for communication
 # Maximise the rate over all weights (and Σ) by gradient ascent while keeping the ε-smoothed
 # spectral abscissa at its initial value. α̃_ε(A) ≤ a bounds both the decay rate and the transient
