@@ -264,7 +264,7 @@ def _soc_loop(
         crit = alpha if criterion == "abscissa" or (eps is not None and not exact) else s
         if verbose and it % 50 == 0:
             print(f"SOC it {it:4d}  α(W) = {alpha:8.4f}  α̃ = {s:8.4f}  lr = {lr:.3g}")
-        if crit < target and (criterion == "abscissa" or eps is None or exact):
+        if crit < target:
             converged = True
             break
         if it == max_iter or (max_seconds is not None and time.perf_counter() - t0 > max_seconds):
