@@ -48,6 +48,7 @@ __all__ = [
     "get_prior",
     "default_prior",
     "pca_init",
+    "circle_unmixing",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -697,7 +698,8 @@ def pca_init(
 
     * Tᵈ: angle ``i`` = ``atan2(PC_{2i+2}, PC_{2i+1})`` — for a ring the two leading PCs of a
       head-direction population trace a circle, so this recovers the angle up to a rotation and a
-      reflection;
+      reflection; for ``d > 1`` the ``2d`` PCs are first rotated into ``d`` circles
+      (:func:`circle_unmixing`);
     * Rᵈ: the ``d`` leading PCs (unit variance);
     * spheres / unit quaternions (``ambient_dim = dim + 1``): the ``ambient_dim`` leading PCs
       normalised to unit length (``projx``);
@@ -726,8 +728,52 @@ def _n_pcs(manifold: LatentManifold) -> int:
     return manifold.ambient_dim
 
 
+def circle_unmixing(
+    pcs: torch.Tensor, d: int, restarts: int = 16, steps: int = 200, seed: int = 0
+) -> torch.Tensor:
+    """Orthogonal ``Q (2d, 2d)`` that turns the PC scores of a Tᵈ population into ``d`` circles.
+
+    On a ring the two leading PCs trace a circle. On Tᵈ the ``2d`` leading PCs span (roughly) the
+    first Fourier modes ``cos θ_i, sin θ_i`` of all angles, but their eigenvalues are nearly equal,
+    so PCA returns an arbitrary rotation of them and ``atan2`` of consecutive PCs mixes the
+    angles. With ``z = pcs · Q``, each pair ``(z_{2i}, z_{2i+1})`` should have a constant radius:
+    ``Q`` minimises ``Σ_i Var(r_i) / E[r_i]²``, ``r_i = z_{2i}² + z_{2i+1}²``, over the orthogonal
+    group (Adam on the QR factor of an unconstrained matrix, ``restarts`` seeded starts).
+    Written here because no library has it.
+
+    Args:
+        pcs: ``(n, 2d)`` PC scores (any number of samples ``n``).
+    Returns:
+        ``Q`` with ``pcs.dtype``.
+    """
+    n, k = pcs.shape
+    if k != 2 * d:
+        raise ValueError(f"need {2 * d} PC scores for {d} angles, got {k}")
+    gen = torch.Generator().manual_seed(seed)
+    x = pcs.detach()
+    A = torch.randn(restarts, k, k, generator=gen, dtype=x.dtype).requires_grad_(True)
+    opt = torch.optim.Adam([A], lr=0.05)
+
+    def losses(A: torch.Tensor) -> torch.Tensor:
+        Q, _ = torch.linalg.qr(A)
+        r = (x @ Q).reshape(restarts, n, d, 2).pow(2).sum(-1)  # (restarts, n, d)
+        return (r.var(1) / r.mean(1).pow(2).clamp_min(1e-12)).sum(-1)
+
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            losses(A).sum().backward()
+            opt.step()
+    with torch.no_grad():
+        best = int(losses(A).argmin())
+        return torch.linalg.qr(A[best])[0]
+
+
 def _pcs_to_points(pcs: torch.Tensor, manifold: LatentManifold) -> torch.Tensor:
     if isinstance(manifold, Torus):
+        if manifold.dim > 1:
+            flat = pcs.reshape(-1, pcs.shape[-1])
+            pcs = (flat @ circle_unmixing(flat, manifold.dim)).reshape(pcs.shape)
         return torch.atan2(pcs[..., 1::2], pcs[..., 0::2])
     if isinstance(manifold, Euclid):
         return pcs

@@ -276,6 +276,39 @@ def test_pca_init_recovers_ring_angle():
     assert align(mu, data.latents, Torus(1)).median_error < 0.6
 
 
+def test_circle_unmixing_separates_rotated_torus_harmonics():
+    """Scores (cos θ1, sin θ1, cos θ2, sin θ2) mixed by a random rotation, plus noise: the unmixed
+    pairs give back θ1, θ2 up to a torus symmetry (shift, reflection, swap)."""
+    from mgplvm.alignment import align
+    from mgplvm.latents import circle_unmixing
+
+    g = torch.Generator().manual_seed(3)
+    theta = (2 * torch.rand(400, 2, generator=g, dtype=torch.float64) - 1) * math.pi
+    clean = torch.stack([theta[:, 0].cos(), theta[:, 0].sin(),
+                         theta[:, 1].cos(), theta[:, 1].sin()], -1)
+    R, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    pcs = clean @ R + 0.1 * torch.randn(400, 4, generator=g, dtype=torch.float64)
+    Q = circle_unmixing(pcs, 2)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=torch.float64))
+    z = pcs @ Q
+    est = torch.atan2(z[:, 1::2], z[:, 0::2])
+    assert max(align(est[None], theta[None], Torus(2)).per_dim_median) < 0.1
+    naive = torch.atan2(pcs[:, 1::2], pcs[:, 0::2])  # atan2 of the mixed pairs
+    assert max(align(naive[None], theta[None], Torus(2)).per_dim_median) > 0.3
+    with pytest.raises(ValueError, match="need 4 PC scores"):
+        circle_unmixing(pcs[:, :3], 2)
+
+
+def test_pca_init_untangles_the_angles_of_a_torus():
+    from mgplvm.alignment import align
+    from mgplvm.datasets import torus
+
+    data = torus(d=2, n_neurons=100, n_time=500, seed=0, angular_velocity_sd=400.0)
+    mu = pca_init(torch.from_numpy(data.Y), Torus(2))
+    assert mu.shape == (1, 500, 2)
+    assert max(align(mu, data.latents, Torus(2)).per_dim_median) < 0.3
+
+
 def test_pca_init_shapes_euclid():
     Y = torch.poisson(torch.full((2, 6, 30), 2.0))
     mu = pca_init(Y, Euclid(3))
