@@ -131,7 +131,7 @@ def eval_elbo(model, Y: torch.Tensor, particles: int) -> float:
 
 def heldout_ll(model, Y_test: torch.Tensor, seed: int, args: argparse.Namespace) -> float:
     """Held-out log-likelihood per datum (see the module docstring); Adam for the latents."""
-    from mgplvm.crossval import _held_out_ll_per_bin, make_splits
+    from mgplvm.crossval import _held_out_ll, make_splits
     from mgplvm.fitting import fit
 
     n_neurons, n_test = Y_test.shape[1], Y_test.shape[2]
@@ -145,7 +145,7 @@ def heldout_ll(model, Y_test: torch.Tensor, seed: int, args: argparse.Namespace)
             seed=seed + 1 + direction, progress=False, early_stopping=False)
         y_out = Y_test[:, out].to(test_model.dtype)
         torch.manual_seed(seed + 11 + direction)
-        total += _held_out_ll_per_bin(test_model, y_out, out, 64)
+        total += _held_out_ll(test_model, y_out, out, 64)[0]
         n_data += y_out.numel()
     return total / n_data
 

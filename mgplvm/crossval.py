@@ -34,7 +34,7 @@ import numpy as np
 __all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS"]
 
 #: metric name -> True when larger is better
-METRICS = {"ll_per_datum": True, "mse": False, "var_explained": True}
+METRICS = {"ll_per_datum": True, "pred_ll_per_datum": True, "mse": False, "var_explained": True}
 
 
 # ----------------------------------------------------------------------------------------- splits
@@ -95,8 +95,8 @@ class CVResult:
             raise ValueError(f"unknown metric {metric!r}; choose from {list(METRICS)}")
         out = {m: np.full(self.n_splits, np.nan) for m in self.manifolds}
         for r in self.records:
-            if r["status"] == "ok":
-                out[r["manifold"]][r["fold"]] = r[metric]
+            if r["status"] == "ok":  # (results saved before a metric existed: NaN)
+                out[r["manifold"]][r["fold"]] = r.get(metric, np.nan)
         return out
 
     @property
@@ -236,8 +236,9 @@ class CVResult:
         best = self.manifolds.index(self.winner(metric))
         ax.plot([x[best]], [means[best]], "o", color="C3", ms=9, zorder=3, label="winner")
         ax.set_xticks(x, self.manifolds)
-        labels = {"ll_per_datum": "held-out log-lik. per datum", "mse": "held-out MSE",
-                  "var_explained": "variance explained"}
+        labels = {"ll_per_datum": "held-out log-lik. per datum",
+                  "pred_ll_per_datum": "held-out log pred. density per datum",
+                  "mse": "held-out MSE", "var_explained": "variance explained"}
         ax.set_ylabel(labels[metric])
         ax.set_title(f"cross-validation, {self.n_splits} folds")
         ax.legend(frameon=False)
@@ -317,7 +318,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         raise FloatingPointError("the training fit ended with a non-finite ELBO")
 
     Y_test = Y[:, :, test_t]
-    ll_total, sq_err, sq_tot, n_data = 0.0, 0.0, 0.0, 0
+    ll_total, pred_total, sq_err, sq_tot, n_data = 0.0, 0.0, 0.0, 0.0, 0
     for direction, (inp, out) in enumerate((halves, halves[::-1])):
         test_model = model.with_new_latents(len(test_t), n_trials)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
@@ -325,7 +326,9 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
                        progress=False, **spec["test_fit_kwargs"])
         y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
         torch.manual_seed(seed + 11 + direction)
-        ll_total += _held_out_ll_per_bin(test_model, y_out, out, spec["n_eval_samples"])
+        ll, pred_ll = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])
+        ll_total += ll
+        pred_total += pred_ll
         pred = test_model.predict(neurons=out, n_samples=spec["n_eval_samples"])
         resid = (pred - y_out).pow(2)
         centred = (y_out - y_out.mean(-1, keepdim=True)).pow(2)
@@ -334,6 +337,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         n_data += y_out.numel()
     return {
         "ll_per_datum": ll_total / n_data,
+        "pred_ll_per_datum": pred_total / n_data,
         "mse": sq_err / n_data,
         "var_explained": 1.0 - sq_err / sq_tot if sq_tot > 0 else float("nan"),
         "train_elbo": float(train.final_elbo),
@@ -341,8 +345,13 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _held_out_ll_per_bin(model, y_out, neurons, n_samples: int, batch: int = 16) -> float:
-    """Σ_{s,t} log (1/K) Σ_k exp(Σ_n E_q(f)[log p(y_{s,n,t} | f_n(g_{s,t,k}))]), g_k ~ q(g).
+def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16) -> tuple[float, float]:
+    """Importance-weighted held-out log-likelihoods of ``y_out`` (totals over the data), from
+    the same latent samples ``g_k ~ q(g)``:
+
+    * bound: ``Σ_{s,t} log (1/K) Σ_k exp(Σ_n E_q(f)[log p(y_{s,n,t} | f_n(g_{s,t,k}))])``;
+    * predictive: ``Σ_{s,t} log (1/K) Σ_k exp(Σ_n log E_q(f)[p(y_{s,n,t} | f_n(g_{s,t,k}))])``,
+      the log predictive density (``≥`` the bound by Jensen; neurons are independent given g).
 
     The latent posterior factorises over bins, so the importance average is taken bin by bin
     (a much lower-variance estimate than averaging whole-trajectory weights).
@@ -351,15 +360,19 @@ def _held_out_ll_per_bin(model, y_out, neurons, n_samples: int, batch: int = 16)
 
     idx = torch.as_tensor(np.asarray(neurons), device=model.device).long()
     lik = model.likelihood_subset(idx)
-    chunks = []
+    bound, pred = [], []
     with torch.no_grad():
         for s0 in range(0, n_samples, batch):
             g = model._latent_samples(min(batch, n_samples - s0))  # (k, trials, time, ambient)
             mean, var = model.f_moments(g)  # (k, trials, neurons, time)
-            w = lik.expected_log_prob_moments(y_out, mean[..., idx, :], var[..., idx, :])
-            chunks.append(w.sum(-2))  # (k, trials, time)
-        w = torch.cat(chunks)
-    return float((torch.logsumexp(w, 0) - np.log(w.shape[0])).sum())
+            mean, var = mean[..., idx, :], var[..., idx, :]
+            # (k, trials, time)
+            bound.append(lik.expected_log_prob_moments(y_out, mean, var).sum(-2))
+            pred.append(lik.log_predictive_moments(y_out, mean, var).sum(-2))
+    log_k = np.log(n_samples)
+    return tuple(
+        float((torch.logsumexp(torch.cat(w), 0) - log_k).sum()) for w in (bound, pred)
+    )
 
 
 # ----------------------------------------------------------------------------------------- driver

@@ -59,16 +59,32 @@ class _Quadrature(GaussHermiteQuadrature1D):
         locations, weights = np.polynomial.hermite.hermgauss(num_locs)
         return torch.as_tensor(locations), torch.as_tensor(weights)
 
+    def _nodes(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nodes ``f (Q, *mean.shape)`` and normalised weights ``(Q,)`` (summing to 1)."""
+        locs = self.locations.to(dtype=mean.dtype, device=mean.device)
+        wts = self.weights.to(dtype=mean.dtype, device=mean.device) / math.sqrt(math.pi)
+        f = torch.sqrt(2.0 * var.clamp_min(0)) * locs.reshape((-1,) + (1,) * mean.dim()) + mean
+        return f, wts
+
     def expect(
         self, func: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, var: torch.Tensor
     ) -> torch.Tensor:
         """``E_{N(f; mean, var)}[func(f)]`` elementwise, ``func`` receiving ``(Q, *mean.shape)``."""
-        locs = self.locations.to(dtype=mean.dtype, device=mean.device)
-        wts = self.weights.to(dtype=mean.dtype, device=mean.device)
-        shape = (-1,) + (1,) * mean.dim()
-        f = torch.sqrt(2.0 * var.clamp_min(0)) * locs.reshape(shape) + mean
+        f, wts = self._nodes(mean, var)
         vals = func(f)
-        return (vals * wts.reshape((-1,) + (1,) * (vals.dim() - 1))).sum(0) / math.sqrt(math.pi)
+        return (vals * wts.reshape((-1,) + (1,) * (vals.dim() - 1))).sum(0)
+
+    def log_expect(
+        self,
+        log_func: Callable[[torch.Tensor], torch.Tensor],
+        mean: torch.Tensor,
+        var: torch.Tensor,
+    ) -> torch.Tensor:
+        """``log E_{N(f; mean, var)}[exp(log_func(f))]`` elementwise, by a log-sum-exp over the
+        nodes (stable where ``exp(log_func)`` under- or overflows)."""
+        f, wts = self._nodes(mean, var)
+        vals = log_func(f)
+        return torch.logsumexp(vals + wts.log().reshape((-1,) + (1,) * (vals.dim() - 1)), 0)
 
     def forward(self, func, gaussian_dists):
         return self.expect(func, gaussian_dists.mean, gaussian_dists.variance)
@@ -121,6 +137,13 @@ class MGPLVMLikelihood(_OneDimensionalLikelihood):
     ) -> torch.Tensor:
         """``E_{f ~ N(mean, var)}[log p(y | f)]`` elementwise (Gauss–Hermite quadrature)."""
         return self.quadrature.expect(lambda f: self.log_prob(y, f), mean, var)
+
+    def log_predictive_moments(
+        self, y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+    ) -> torch.Tensor:
+        """``log E_{f ~ N(mean, var)}[p(y | f)]`` elementwise: the log predictive density, which
+        is ≥ :meth:`expected_log_prob_moments` (Jensen); Gauss–Hermite in log space."""
+        return self.quadrature.log_expect(lambda f: self.log_prob(y, f), mean, var)
 
     def expected_log_prob(self, observations: torch.Tensor, function_dist, *args, **kwargs):
         """GPyTorch API: ``function_dist`` a batch MultivariateNormal, mean ``(..., N, T)``."""
@@ -186,6 +209,11 @@ class GaussianLikelihood(MGPLVMLikelihood):
         """Closed form: ``−½ log 2πσ² − ((y − μ)² + v) / 2σ²``."""
         s2 = _per_neuron(self.noise)
         return -0.5 * (_LOG_2PI + s2.log()) - 0.5 * ((y - mean).pow(2) + var) / s2
+
+    def log_predictive_moments(self, y, mean, var):
+        """Closed form: ``log N(y; μ, v + σ²)``."""
+        s2 = _per_neuron(self.noise) + var
+        return -0.5 * (_LOG_2PI + s2.log()) - 0.5 * (y - mean).pow(2) / s2
 
     def init_noise(self, Y: torch.Tensor) -> torch.Tensor:
         """Half the per-neuron variance of ``Y`` (``(neurons,)``)."""

@@ -96,6 +96,8 @@ def test_held_out_data_never_reach_a_fit(monkeypatch):
     assert res.config["shape"] == [1, N_NEURONS, N_TIME]
     for r in res.records:
         assert np.isfinite(r["ll_per_datum"]) and np.isfinite(r["mse"])
+        # the log predictive density uses the same latent samples and is ≥ the bound (Jensen)
+        assert r["pred_ll_per_datum"] > r["ll_per_datum"]
 
 
 def test_scores_are_per_datum(monkeypatch):

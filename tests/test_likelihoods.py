@@ -61,6 +61,34 @@ def test_expected_log_prob_matches_monte_carlo(name):
     assert torch.all((got - ref).abs() < 5 * se + 1e-3), (got - ref).abs().max()
 
 
+@pytest.mark.parametrize("name", list(_likelihoods()))
+def test_log_predictive_matches_monte_carlo_and_exceeds_the_bound(name):
+    """log E_f[p(y|f)] against the log of a Monte Carlo mean of p(y|f); Jensen: ≥ E_f[log p]."""
+    lik = _likelihoods()[name]
+    y, mean, var = _moments(5)
+    with torch.no_grad():
+        got = lik.log_predictive_moments(y, mean, var)
+        ref, se = _mc(lambda f: lik.log_prob(y, f).exp(), mean, var)
+        bound = lik.expected_log_prob_moments(y, mean, var)
+    assert got.shape == (N, T)
+    assert torch.all((got.exp() - ref).abs() < 5 * se + 1e-4), (got.exp() - ref).abs().max()
+    assert torch.all(got >= bound - 1e-10)
+    assert torch.all(got - bound > 1e-4)  # var > 0: a strict gap
+    # no posterior variance: both reduce to log p(y | mean)
+    zero = torch.zeros_like(var)
+    torch.testing.assert_close(lik.log_predictive_moments(y, mean, zero), lik.log_prob(y, mean))
+
+
+def test_gaussian_log_predictive_closed_form_equals_quadrature():
+    lik = _likelihoods()["gaussian"]
+    y, mean, var = _moments(4)
+    with torch.no_grad():
+        closed = lik.log_predictive_moments(y, mean, var)
+        quad = MGPLVMLikelihood.log_predictive_moments(lik, y, mean, var)
+    # exp(log p) is a Gaussian in f, not a polynomial: 20 Gauss–Hermite nodes are good to ~1e-8
+    torch.testing.assert_close(closed, quad, rtol=1e-7, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["gaussian", "poisson_exp"])
 def test_closed_forms_equal_quadrature(name):
     lik = _likelihoods()[name]
