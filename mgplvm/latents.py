@@ -729,7 +729,12 @@ def _n_pcs(manifold: LatentManifold) -> int:
 
 
 def circle_unmixing(
-    pcs: torch.Tensor, d: int, restarts: int = 16, steps: int = 200, seed: int = 0
+    pcs: torch.Tensor,
+    d: int,
+    restarts: int = 16,
+    steps: int = 200,
+    seed: int = 0,
+    max_samples: int = 5000,
 ) -> torch.Tensor:
     """Orthogonal ``Q (2d, 2d)`` that turns the PC scores of a Tᵈ population into ``d`` circles.
 
@@ -738,8 +743,8 @@ def circle_unmixing(
     so PCA returns an arbitrary rotation of them and ``atan2`` of consecutive PCs mixes the
     angles. With ``z = pcs · Q``, each pair ``(z_{2i}, z_{2i+1})`` should have a constant radius:
     ``Q`` minimises ``Σ_i Var(r_i) / E[r_i]²``, ``r_i = z_{2i}² + z_{2i+1}²``, over the orthogonal
-    group (Adam on the QR factor of an unconstrained matrix, ``restarts`` seeded starts).
-    Written here because no library has it.
+    group (Adam on the QR factor of an unconstrained matrix, ``restarts`` seeded starts; at most
+    ``max_samples`` evenly strided rows are used). Written here because no library has it.
 
     Args:
         pcs: ``(n, 2d)`` PC scores (any number of samples ``n``).
@@ -751,6 +756,9 @@ def circle_unmixing(
         raise ValueError(f"need {2 * d} PC scores for {d} angles, got {k}")
     gen = torch.Generator().manual_seed(seed)
     x = pcs.detach()
+    if n > max_samples:  # Q is a 2d × 2d rotation: an evenly strided subset pins it down
+        x = x[:: math.ceil(n / max_samples)]
+        n = x.shape[0]
     A = torch.randn(restarts, k, k, generator=gen, dtype=x.dtype).requires_grad_(True)
     opt = torch.optim.Adam([A], lr=0.05)
 
