@@ -41,21 +41,21 @@ from mgplvm.crossval import crossvalidate
 SCORES = {"ll_per_datum": "held-out log-likelihood per datum",
           "pred_ll_per_datum": "held-out log predictive density per datum"}
 
-# name -> (generator, kwargs, candidates)
+# name -> (generator, kwargs, generating manifold, candidates)
 COMPARISONS = {
-    "ring": (datasets.head_direction_ring, {}, ["T1", "R1", "R2"]),
-    "T2": (datasets.torus, {"d": 2}, ["T2", "R2"]),
-    "SO3": (datasets.so3, {}, ["SO3", "R3"]),
-    "T2-3way": (datasets.torus, {"d": 2}, ["T2", "SO3", "S3"]),
-    "SO3-3way": (datasets.so3, {}, ["T2", "SO3", "S3"]),
-    "S3-3way": (datasets.sphere3, {}, ["T2", "SO3", "S3"]),
+    "ring": (datasets.head_direction_ring, {}, "T1", ["T1", "R1", "R2"]),
+    "T2": (datasets.torus, {"d": 2}, "T2", ["T2", "R2"]),
+    "SO3": (datasets.so3, {}, "SO3", ["SO3", "R3"]),
+    "T2-3way": (datasets.torus, {"d": 2}, "T2", ["T2", "SO3", "S3"]),
+    "SO3-3way": (datasets.so3, {}, "SO3", ["T2", "SO3", "S3"]),
+    "S3-3way": (datasets.sphere3, {}, "S3", ["T2", "SO3", "S3"]),
 }
 
 
 def run_one(name: str, rep: int, n_neurons: int, n_time: int, n_iter: int, test_iter: int,
             pool, seed0: int, prior: str, speed: float) -> dict:
     """One repetition of one comparison: a fresh recording, one fold per candidate."""
-    gen, kw, candidates = COMPARISONS[name]
+    gen, kw, _, candidates = COMPARISONS[name]
     data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep,
                angular_velocity_sd=speed, **kw)
     cv = crossvalidate(
@@ -73,12 +73,12 @@ def run_one(name: str, rep: int, n_neurons: int, n_time: int, n_iter: int, test_
 
 
 def summarise(name: str, per_rep: list[dict], metric: str) -> dict:
-    candidates = COMPARISONS[name][2]
+    _, _, truth, candidates = COMPARISONS[name]
     arr = {m: np.asarray([r[metric][m] for r in per_rep]) for m in candidates}
     mat = np.stack([arr[m] for m in candidates])
     ok = np.isfinite(mat).all(0)
-    wins = int((mat[:, ok].argmax(0) == 0).sum())
-    return {"name": name, "truth": candidates[0], "candidates": candidates, "scores": arr,
+    wins = int((mat[:, ok].argmax(0) == candidates.index(truth)).sum())
+    return {"name": name, "truth": truth, "candidates": candidates, "scores": arr,
             "wins": wins, "valid": int(ok.sum()),
             "failures": sum(r["_failed"] for r in per_rep)}
 
