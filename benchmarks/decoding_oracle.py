@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mgplvm import datasets
+from mgplvm.alignment import angle_error
 from mgplvm.datasets import _tuning_rates
 from mgplvm.manifolds import SO3, Torus
 
@@ -38,8 +39,9 @@ def _log_lik(data, manifold, points: torch.Tensor) -> np.ndarray:
     return data.Y[0].T @ np.log(lam) - lam.sum(0)
 
 
-def _circ_err(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return np.abs(np.angle(np.exp(1j * (est - truth))))
+def _median_angle_error(est: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Median wrapped error per angle."""
+    return angle_error(torch.from_numpy(est), torch.from_numpy(truth)).median(0).values.tolist()
 
 
 def torus_oracle(seed: int, speed: float, grid: int = 90) -> dict[str, list[float]]:
@@ -49,7 +51,11 @@ def torus_oracle(seed: int, speed: float, grid: int = 90) -> dict[str, list[floa
     pts = torch.from_numpy(np.stack([a.ravel(), b.ravel()], -1))
     ll = _log_lik(data, Torus(2), pts)
     truth = data.latents[0]
-    out = {"per-bin ML": np.median(_circ_err(pts.numpy()[ll.argmax(1)], truth), 0).tolist()}
+    out = {
+        # how much of each angle the recording visits (an arc can be warped, a full turn not)
+        "unwrapped range (deg)": np.rad2deg(np.ptp(np.unwrap(truth, axis=0), axis=0)).tolist(),
+        "per-bin ML": _median_angle_error(pts.numpy()[ll.argmax(1)], truth),
+    }
     lik = np.exp(ll - ll.max(1, keepdims=True)).reshape(-1, grid, grid)
     diff = np.angle(np.exp(1j * (g[:, None] - g[None, :])))
     for factor in (1, 2):
@@ -74,7 +80,7 @@ def torus_oracle(seed: int, speed: float, grid: int = 90) -> dict[str, list[floa
             beta /= beta.sum()
         mean = np.stack([np.angle((post.sum(2) * np.exp(1j * g)).sum(1)),
                          np.angle((post.sum(1) * np.exp(1j * g)).sum(1))], -1)
-        out[f"HMM, step s.d. x{factor}"] = np.median(_circ_err(mean, truth), 0).tolist()
+        out[f"HMM, step s.d. x{factor}"] = _median_angle_error(mean, truth)
     return out
 
 
@@ -82,12 +88,12 @@ def so3_oracle(seed: int, speed: float, n_candidates: int = 40_000) -> dict[str,
     data = datasets.so3(n_neurons=150, n_time=500, seed=seed, angular_velocity_sd=speed)
     m = SO3()
     pts = m.random(n_candidates, dtype=torch.float64,
-                   generator=torch.Generator().manual_seed(seed)).numpy()
-    ll = _log_lik(data, m, torch.from_numpy(pts))
-    truth = data.latents[0]
+                   generator=torch.Generator().manual_seed(seed))
+    ll = _log_lik(data, m, pts)
+    truth = torch.from_numpy(data.latents[0])
 
-    def err(est):
-        return float(np.median(2 * np.arccos(np.abs((est * truth).sum(-1)).clip(0, 1))))
+    def err(est):  # rotation angle = twice the quaternion geodesic distance
+        return float((2 * m.dist(est, truth)).median())
 
     out = {"per-bin ML": [err(pts[ll.argmax(1)])]}
     csum = np.concatenate([np.zeros((1, ll.shape[1])), np.cumsum(ll, 0)])

@@ -62,8 +62,8 @@ PROBLEMS = [
     ),
     Problem(
         # 400 deg/s (not the generator's default 100): at 100 deg/s a 12.5 s recording visits only
-        # an arc of some angles (a range of 180–250° on seeds 0 and 1), and an arc can be warped
-        # freely by the tuning curves, so no fit is identifiable up to a torus isometry there
+        # an arc of some angles (benchmarks/decoding_oracle.py prints the range), and an arc can
+        # be warped freely by the tuning curves, so no fit is identifiable up to a torus isometry
         "t2", "torus T2, 100 neurons, 500 bins, 400 deg/s",
         lambda seed: datasets.torus(d=2, n_neurons=100, n_time=500, seed=seed,
                                     angular_velocity_sd=400.0),
