@@ -251,7 +251,9 @@ def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
             raise torch.linalg.LinAlgError("the Sylvester equation is singular (λ(A) + μ(B) = 0)")
         return X
     if backend == "torch":
-        X, ok, k = _chunked(it.sign_sylvester, [A, B, Q], batch, max(n, m))
+        X, ok, k = _chunked(
+            lambda a, b, q: _sylv_iterate(a, b, q, cfg.maxiter), [A, B, Q], batch, max(n, m)
+        )
         rec.iterations = max(rec.iterations, k)
         rec.backends.add("torch")
         if bool(ok.all()):
@@ -261,7 +263,8 @@ def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
         if cfg.backend != "auto":
             k0 = _first_bad(ok)
             raise StabilityError(
-                "backend='torch' (sign iteration) needs the spectra of A and −B separated by the "
+                "backend='torch' (Cayley–Smith / sign iteration) needs the spectra of A and −B "
+                "separated by the "
                 f"imaginary axis (both Hurwitz or both anti-Hurwitz); system {k0} is not. "
                 "Use backend='scipy' or 'kron'."
             )
@@ -356,7 +359,7 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
             )
         return X
     if backend == "torch":
-        X, flags, k = _chunked(_sign_lyap_flags, [A, Q], batch, n)
+        X, flags, k = _chunked(lambda a, q: _lyap_iterate(a, q, cfg.maxiter), [A, Q], batch, n)
         ok, hurwitz = flags[..., 0], flags[..., 1]
         rec.iterations = max(rec.iterations, k)
         rec.backends.add("torch")
@@ -378,7 +381,8 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
                 A,
                 ok,
                 batch,
-                "backend='torch' (Newton sign iteration) needs A Hurwitz or anti-Hurwitz; use "
+                "backend='torch' (Cayley–Smith / sign iteration) needs A Hurwitz or "
+                "anti-Hurwitz; use "
                 "backend='scipy'",
             )
         return _patch(X, ok, batch, lambda a, q: clyap_forward(a, q, _scipy_cfg(cfg)), [A, Q])
@@ -394,9 +398,56 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     return _from_numpy(x, Q, batch)
 
 
-def _sign_lyap_flags(A: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, int]:
-    X, ok, k, hurwitz = it.sign_lyapunov(A, Q, return_sign=True)
-    return X, torch.stack([ok, hurwitz], -1), k
+def _retry_failed(
+    X: Tensor, flags: Tensor, inputs: list[Tensor], solve: Callable[..., tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """Re-solve the systems whose flags[..., 0] (ok) is False with ``solve`` (returning X and
+    flags of the subset) and splice the results in (in place on flattened copies)."""
+    bad = (~flags[..., 0].reshape(-1)).nonzero()[:, 0]
+    batch = X.shape[:-2]
+    count = _count(batch)
+    flat = [t.expand(*batch, *t.shape[-2:]).reshape(count, *t.shape[-2:]) for t in inputs]
+    Xb, fb = solve(*(t[bad] for t in flat))
+    X = X.reshape(count, *X.shape[-2:]).clone()
+    flags = flags.reshape(count, *flags.shape[len(batch) :]).clone()
+    X[bad], flags[bad] = Xb, fb
+    return X.reshape(*batch, *X.shape[-2:]), flags.reshape(*batch, *flags.shape[1:])
+
+
+def _lyap_iterate(A: Tensor, Q: Tensor, maxiter: int) -> tuple[Tensor, Tensor, int]:
+    """Batched AX + XAᴴ = Q: Cayley transform + squared Smith doubling (one inverse, then
+    products; fastest on CPU batches), and the Newton sign iteration for any system it leaves
+    unconverged.  Returns X, flags (..., 2) = (ok, A Hurwitz) and the iteration count."""
+    X, ok, k, hurwitz = it.cayley_smith(A, Q, maxiter=min(maxiter, 50))
+    flags = torch.stack([ok, hurwitz], -1)
+    if bool(ok.all()):
+        return X, flags, k
+    ks = [k]
+
+    def sign(a: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+        Xs, oks, k2, hs = it.sign_lyapunov(a, q, maxiter=maxiter, return_sign=True)
+        ks.append(k2)
+        return Xs, torch.stack([oks, hs], -1)
+
+    X, flags = _retry_failed(X, flags, [A, Q], sign)
+    return X, flags, max(ks)
+
+
+def _sylv_iterate(A: Tensor, B: Tensor, Q: Tensor, maxiter: int) -> tuple[Tensor, Tensor, int]:
+    """Batched AX + XB = Q, as :func:`_lyap_iterate` (Cayley–Smith, sign iteration for what it
+    leaves).  Returns X, ok and the iteration count."""
+    X, ok, k, _ = it.cayley_smith(A, Q, B, maxiter=min(maxiter, 50))
+    if bool(ok.all()):
+        return X, ok, k
+    ks = [k]
+
+    def sign(a: Tensor, b: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+        Xs, oks, k2 = it.sign_sylvester(a, b, q, maxiter=maxiter)
+        ks.append(k2)
+        return Xs, oks[..., None]
+
+    X, flags = _retry_failed(X, ok[..., None], [A, B, Q], sign)
+    return X, flags[..., 0], max(ks)
 
 
 def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "cayley_smith",
     "kron_dlyap",
     "kron_sylvester",
     "sda_dare",
@@ -183,6 +184,71 @@ def smith_dlyap(A: Tensor, Q: Tensor, *, maxiter: int = 64) -> tuple[Tensor, Ten
             break
     ok = (nrm**2 <= thresh)[..., 0, 0] & torch.isfinite(X).flatten(-2).all(-1)
     return X, ok, it
+
+
+def _geometric_mean_abs_eig(M: Tensor) -> Tensor:
+    """|det M|^{1/n}, the geometric mean of |λ(M)|, from one LU, as (..., 1, 1).  0 or inf for
+    a (numerically) singular or huge M: the caller's iteration then fails for that system."""
+    return torch.linalg.slogdet(M)[1].div(M.shape[-1]).exp()[..., None, None]
+
+
+def cayley_smith(
+    A: Tensor, Q: Tensor, B: Tensor | None = None, *, maxiter: int = 50
+) -> tuple[Tensor, Tensor, int, Tensor]:
+    """Solve AX + XB = Q (AX + XAᴴ = Q when ``B`` is None) by a Cayley transform and squared
+    Smith doubling: one inverse per coefficient matrix, then matrix products only.
+
+    With one real shift p, (A + pI)X(B + pI) − (A − pI)X(B − pI) = 2p(AX + XB) turns the
+    equation into the Stein equation X = A_d X B_d + X₀ with M_A = (A − pI)⁻¹,
+    M_B = (B − pI)⁻¹, A_d = I + 2p M_A, B_d = I + 2p M_B and X₀ = −2p M_A Q M_B.  Its solution
+    Σ_j A_d^j X₀ B_d^j is summed by doubling: X ← X + A_k X B_k, A_k ← A_k², B_k ← B_k², so
+    after k steps 2^k terms are in.  ρ(A_d), ρ(B_d) < 1 exactly when A and B are both Hurwitz
+    (p > 0) or both anti-Hurwitz (p < 0); |p| is the geometric mean of |λ| (from det A, det B),
+    the optimal single shift for a real spectrum, and its sign is that of −Re tr(A + B).
+    The iteration stops once ‖A_k‖_F ‖B_k‖_F ≤ √eps: the remaining tail A_{k+1} X B_{k+1} is
+    then below eps relative to X.  Each system of the batch has its own shift.  Hand-written:
+    torch has neither this nor a Schur decomposition for Bartels–Stewart.
+
+    Shapes: A (..., n, n), B (..., m, m), Q (..., n, m), broadcast.  Returns (X, ok, iterations,
+    hurwitz): ``ok`` is False where the doubling did not converge (spectra not separated by the
+    imaginary axis, or too close to it for ``maxiter`` doublings); ``hurwitz`` marks p > 0.
+    """
+    lyap = B is None
+    n = A.shape[-1]
+    trace = A.diagonal(dim1=-2, dim2=-1).real.sum(-1)
+    if lyap:
+        p = _geometric_mean_abs_eig(A)
+    else:
+        m = B.shape[-1]
+        p = (_geometric_mean_abs_eig(A) * _geometric_mean_abs_eig(B)).sqrt()
+        trace = trace * (1 / n) + B.diagonal(dim1=-2, dim2=-1).real.sum(-1) * (1 / m)
+    p = p.copysign(-trace[..., None, None])  # p > 0 for Hurwitz A (and B)
+    MA = torch.linalg.inv_ex(A - p * _eye_like(A, n))[0]
+    MB = MA.mH if lyap else torch.linalg.inv_ex(B - p * _eye_like(B, m))[0]
+    X = (-2 * p) * (MA @ Q @ MB)
+    Ak = torch.addcmul(_eye_like(A, n), MA, 2 * p)
+    Bk = Ak.mH if lyap else torch.addcmul(_eye_like(B, m), MB, 2 * p)
+    batched = X.dim() == 3 and Ak.shape == X.shape and Bk.shape[0] == X.shape[0]
+    thresh = math.sqrt(_eps(A))
+    huge = math.sqrt(torch.finfo(p.dtype).max)
+    it = 0
+    nrm = p.new_zeros(())
+    for it in range(1, maxiter + 1):  # noqa: B007
+        X = torch.baddbmm(X, Ak @ X, Bk) if batched else X + Ak @ X @ Bk
+        nA = torch.linalg.matrix_norm(Ak)
+        nrm = nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)
+        worst = float(nrm.max()) if nrm.numel() else 0.0
+        if worst <= thresh:
+            break
+        if not worst < huge:  # some systems diverge: stop once the others have converged
+            settled = (nrm <= thresh) | ~(nrm < huge)
+            if bool(settled.all()):
+                break
+        Ak = Ak @ Ak
+        Bk = Ak.mH if lyap else Bk @ Bk
+    batch = X.shape[:-2]
+    ok = (nrm <= thresh).expand(batch) & X.sum((-2, -1)).isfinite()  # NaN/inf reach the sum
+    return X, ok, it, (p[..., 0, 0] > 0).expand(batch)
 
 
 def _newton_sign(M: Tensor, *, maxiter: int = 100) -> tuple[Tensor, int]:

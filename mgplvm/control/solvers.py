@@ -8,9 +8,11 @@ Backends (``backend=``):
 
 ``"scipy"``  Bartels–Stewart (Schur + triangular solve, LAPACK via scipy) on CPU, one system at a
              time; Riccati equations through scipy's ``solve_*_are``.
-``"torch"``  matmul/LU-only iterations, batched, on any device: Newton sign function (continuous
-             Lyapunov, Sylvester), squared Smith doubling (discrete Lyapunov), Hamiltonian sign
-             function + Newton–Kleinman (CARE), structured doubling (DARE).  They need
+``"torch"``  matmul/LU-only iterations, batched, on any device: Cayley transform + squared
+             Smith doubling (continuous Lyapunov, Sylvester; one inverse, then products), with
+             the Newton sign function for any system it leaves unconverged; squared Smith
+             doubling (discrete Lyapunov), Hamiltonian sign function + Newton–Kleinman (CARE),
+             structured doubling (DARE).  They need
              stability (A Hurwitz, ρ(A) < 1, separated spectra); failures are reported.
              Single-precision Riccati inputs are iterated in double precision (like scipy).
 ``"kron"``   dense Kronecker/vec linear solve, for tiny systems.
@@ -128,8 +130,8 @@ def solve_continuous_lyapunov(
 
     Args:
         A: (..., n, n).  Q: (..., n, n) (need not be Hermitian).  Batch dims broadcast.
-        backend: "auto", "scipy", "torch" (Newton sign iteration, needs A Hurwitz or
-            anti-Hurwitz) or "kron".
+        backend: "auto", "scipy", "torch" (Cayley–Smith doubling / Newton sign iteration,
+            needs A Hurwitz or anti-Hurwitz) or "kron".
         check: validate values and warn when min |λᵢ + λ̄ⱼ| is tiny (near-singular equation).
         return_info: also return :class:`SolveInfo` with the relative residual
             ‖AX + XAᴴ − Q‖ / (2‖A‖‖X‖ + ‖Q‖).
