@@ -238,6 +238,9 @@ def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2])
     rec = cfg.record
     backend = _resolve(cfg, "sylv", max(n, m), _count(batch), A.device)
+    if backend == "scipy" and not batch and A.device.type == "cpu":
+        rec.backends.add("scipy")
+        return _sylvester_single(A, B, Q, cfg)
     if cfg.check and backend != "scipy":
         check_finite(("A", A), ("B", B), ("Q", Q))
     if backend == "kron":
@@ -297,6 +300,30 @@ def _patch(
     Xf = X.reshape(count, *X.shape[-2:]).clone()
     Xf[bad] = fixed
     return Xf.reshape(X.shape)
+
+
+def _resolved(t: Tensor) -> Tensor:
+    return t.resolve_conj().resolve_neg() if t.is_conj() or t.is_neg() else t
+
+
+def _sylvester_single(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
+    """Unbatched CPU scipy solve of AX + XB = Q with as little Python around LAPACK as possible
+    (NaN/inf inputs are diagnosed from the output, which they reach)."""
+    a, b, q = (_resolved(t).detach().numpy() for t in (A, B, Q))
+    try:
+        x, sep = sp.sylvester1(a, b, q, cfg.record.cache, cfg.check)
+    except np.linalg.LinAlgError:  # ?gees fails on NaN/inf input: say so
+        if cfg.check:
+            _check_finite_np(("A", a), ("B", b), ("Q", q))
+        raise
+    if cfg.check and not np.isfinite(x.sum()):
+        _check_finite_np(("A", a), ("B", b), ("Q", q))
+        if sep is not None:
+            warn_near_singular(sep[0], sep[1], sep[2], A.dtype)  # raises if singular
+        raise torch.linalg.LinAlgError("the Sylvester solution overflowed (ill-conditioned A, B)")
+    if sep is not None:
+        warn_near_singular(sep[0], sep[1], sep[2], A.dtype)
+    return torch.from_numpy(x)
 
 
 def _clyap_single(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:

@@ -160,6 +160,28 @@ def _fro(a: np.ndarray) -> float:
     return float(np.sqrt(np.vdot(a, a).real))
 
 
+def _real_range(f: Factor) -> tuple[float, float]:
+    """(min Re λ, max Re λ) of the factor's eigenvalues (invariant under conjugation), memoised."""
+    memo = f.memo if f.memo is not None else {}
+    f.memo = memo
+    if "re" not in memo:
+        re = f.eig.real
+        memo["re"] = (float(re.min()), float(re.max()))
+    return memo["re"]
+
+
+def _half_plane_gap(fa: Factor, fb: Factor) -> float:
+    """Lower bound on min |λ + μ| over eigenvalues λ of A, μ of B: when both spectra lie in the
+    same open half-plane, |λ + μ| ≥ |Re λ + Re μ| ≥ min |Re λ| + min |Re μ|; else 0."""
+    amin, amax = _real_range(fa)
+    bmin, bmax = _real_range(fb)
+    if amax < 0 and bmax < 0:
+        return -(amax + bmax)
+    if amin > 0 and bmin > 0:
+        return amin + bmin
+    return 0.0
+
+
 def _clyap_sep(f: Factor) -> tuple[float, float, Callable[[], str]]:
     """min |λᵢ + λ̄ⱼ| over eigenvalues of A (invariant under A → Aᴴ), memoised on the factor."""
     memo = f.memo if f.memo is not None else {}
@@ -203,6 +225,7 @@ def sylvester(
     eb = _entries(cache, "sylv:B", B.shape[0])
     cplx = np.iscomplexobj(A)
     worst = Worst() if check else None
+    skip = 10 * np.sqrt(np.finfo(out.dtype).eps)  # well above the warning level √eps
     for k in range(N):
         i, j = int(ia[k]), int(ib[k])
         fa, ta = _lookup(ea, i, A[i], _schur_factor)
@@ -210,18 +233,53 @@ def sylvester(
         Y = _trsyl(fa.T, fb.T, fa.Zh @ Q[iq[k]] @ fb.Z, _OPS[cplx, ta][0], _OPS[cplx, tb][0])
         out[k] = fa.Z @ Y @ fb.Zh
         if worst is not None:
+            scale = _fro(A[i]) + _fro(B[j])
+            if _half_plane_gap(fa, fb) >= skip * scale:
+                continue  # |λ + μ| ≥ the gap: far from singular, no pairwise minimum needed
             la = fa.eig.conj() if ta else fa.eig
             mb = fb.eig.conj() if tb else fb.eig
             sep, p, r = _pair_min(la, mb, np.add)
             worst.update(
                 sep,
-                _fro(A[i]) + _fro(B[j]),
+                scale,
                 lambda la=la, mb=mb, p=p, r=r, k=k: (
                     f"eigenvalues λ = {la[p]:.3g} of A and μ = {mb[r]:.3g} of B give "
                     f"|λ + μ| = {abs(la[p] + mb[r]):.2e} (system {k})"
                 ),
             )
     return out, worst
+
+
+def sylvester1(
+    a: np.ndarray, b: np.ndarray, q: np.ndarray, cache: dict[str, Any], check: bool
+) -> tuple[np.ndarray, tuple[float, float, Callable[[], str]] | None]:
+    """Single-system AX + XB = Q (lean path for small unbatched solves; same maths as
+    :func:`sylvester`).  Returns (X, separation info or None when far from singular)."""
+    ea = cache.get("sylv:A")
+    if ea is None or len(ea) != 1:
+        ea = cache["sylv:A"] = [None]
+    eb = cache.get("sylv:B")
+    if eb is None or len(eb) != 1:
+        eb = cache["sylv:B"] = [None]
+    fa, ta = _lookup(ea, 0, a, _schur_factor)
+    fb, tb = _lookup(eb, 0, b, _schur_factor)
+    cplx = np.iscomplexobj(a)
+    Y = _trsyl(fa.T, fb.T, fa.Zh @ q @ fb.Z, _OPS[cplx, ta][0], _OPS[cplx, tb][0])
+    x = fa.Z @ Y @ fb.Zh
+    if not check:
+        return x, None
+    scale = _fro(a) + _fro(b)
+    if _half_plane_gap(fa, fb) >= 10 * np.sqrt(np.finfo(x.dtype).eps) * scale:
+        return x, None
+    la = fa.eig.conj() if ta else fa.eig
+    mb = fb.eig.conj() if tb else fb.eig
+    sep, i, j = _pair_min(la, mb, np.add)
+    return x, (
+        sep,
+        scale,
+        lambda: f"eigenvalues λ = {la[i]:.3g} of A and μ = {mb[j]:.3g} of B give "
+        f"|λ + μ| = {abs(la[i] + mb[j]):.2e}",
+    )
 
 
 def clyap(
