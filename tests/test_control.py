@@ -720,6 +720,17 @@ def test_value_errors() -> None:
             )
     with pytest.raises(ValueError, match="A contains non-finite"):
         ctl.solve_discrete_lyapunov(Qnan, A)
+    for shapes in ((), (2,)):  # the lean unbatched Sylvester path diagnoses from its output
+        with pytest.raises(ValueError, match="B contains non-finite"):
+            ctl.solve_sylvester(A.expand(*shapes, 3, 3), Qnan, A)
+        with pytest.raises(ValueError, match="Q contains non-finite"):
+            ctl.solve_sylvester(A, A.expand(*shapes, 3, 3), Qnan)
+    with pytest.raises(torch.linalg.LinAlgError, match="singular"):  # λ + μ = 1 − 1 = 0
+        ctl.solve_sylvester(
+            torch.diag(torch.tensor([1.0, -2.0], dtype=F64)),
+            torch.diag(torch.tensor([-1.0, -3.0], dtype=F64)),
+            torch.ones(2, 2, dtype=F64),
+        )
     B, R = torch.ones(3, 1, dtype=F64), torch.eye(1, dtype=F64)
     Qns = torch.eye(3, dtype=F64)
     Qns[0, 1] = 0.5
