@@ -101,12 +101,29 @@ def tuning_correlation(model, data, al) -> float:
     return float(np.nanmedian(corr))
 
 
-def run(problem: Problem, seed: int, quick: bool, progress: bool, init: str | None = None) -> dict:
+def run(
+    problem: Problem,
+    seed: int,
+    quick: bool,
+    progress: bool,
+    init: str | None = None,
+    step_sd: float | None = None,
+    n_iter: int | None = None,
+    coupling: str | None = None,
+) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
-    the true latents, a diagnosis of whether a failure is the optimiser's or the model's)."""
+    the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
+    ``step_sd`` fixes the Brownian prior's step s.d. (not learned: a diagnosis of the mean-field
+    bias of the learned one); ``n_iter`` overrides the iteration count; ``coupling`` the
+    latent posterior's coupling over bins (``"ar1"``: see ``MGPLVM(latent_coupling=...)``)."""
     data = problem.make(seed)
+    model_kwargs = dict(problem.model_kwargs)
+    if step_sd is not None:
+        model_kwargs["prior_kwargs"] = {"step_sd": step_sd, "learn": False}
+    if coupling is not None:
+        model_kwargs["latent_coupling"] = coupling
     model = mgplvm.MGPLVM(problem.manifold, data.n_neurons, data.n_time, n_trials=data.n_trials,
-                          bin_size=data.bin_size, seed=seed, **problem.model_kwargs)
+                          bin_size=data.bin_size, seed=seed, **model_kwargs)
     init = problem.init if init is None else init
     if init == "truth":
         model.init_from_data(data.Y, init=torch.as_tensor(data.latents))
@@ -117,6 +134,8 @@ def run(problem: Problem, seed: int, quick: bool, progress: bool, init: str | No
     kw = dict(problem.fit_kwargs)
     if quick:
         kw["n_iter"] = min(kw["n_iter"], 600)
+    if n_iter is not None:
+        kw["n_iter"] = n_iter
     t0 = time.perf_counter()
     res = fit(model, data.Y, seed=seed, progress=progress, **kw)
     elapsed = time.perf_counter() - t0
@@ -129,6 +148,8 @@ def run(problem: Problem, seed: int, quick: bool, progress: bool, init: str | No
         "n_iter": res.n_iter,
         "reason": res.reason,
         "seconds_per_iter": res.seconds_per_iter,
+        "step_sd": getattr(model.prior, "step_sd", None),
+        "rho": model.latents.rho,
     }
 
 
@@ -140,6 +161,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", choices=["pca", "identity", "truth"], default=None,
                     help="override every problem's latent initialisation (truth: a diagnosis)")
+    ap.add_argument("--step-sd", type=float, default=None,
+                    help="fix the Brownian prior's step s.d. (rad/bin) instead of learning it")
+    ap.add_argument("--n-iter", type=int, default=None, help="override the iteration count")
+    ap.add_argument("--coupling", choices=["none", "ar1"], default=None,
+                    help="override the latent posterior's coupling over bins")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--progress", action="store_true", help="tqdm progress bars")
     args = ap.parse_args(argv)
@@ -152,12 +178,15 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"recovery: seed {args.seed}, {torch.get_num_threads()} thread(s), load average "
           f"{load:.1f}{' (quick)' if args.quick else ''}"
-          f"{f', latents initialised by {args.init}' if args.init else ''}")
+          f"{f', latents initialised by {args.init}' if args.init else ''}"
+          f"{f', Brownian step s.d. fixed at {args.step_sd}' if args.step_sd else ''}"
+          f"{f', latent coupling {args.coupling}' if args.coupling else ''}")
     all_pass = True
     for problem in PROBLEMS:
         if problem.key not in keys:
             continue
-        out = run(problem, args.seed, args.quick, args.progress, args.init)
+        out = run(problem, args.seed, args.quick, args.progress, args.init, args.step_sd,
+                  args.n_iter, args.coupling)
         ok_lat = all(e < problem.threshold for e in out["errors"])
         ok_tc = out["tuning_corr"] > TUNING_THRESHOLD
         all_pass &= ok_lat and ok_tc
@@ -168,6 +197,12 @@ def main(argv=None) -> int:
               f"{out['elapsed']:.0f} s ({out['seconds_per_iter']:.3f} s/iter)")
         print(f"  {problem.error_name}: {errs}  (threshold < {problem.threshold}: "
               f"{'PASS' if ok_lat else 'FAIL'})")
+        if out["step_sd"] is not None:
+            sd = ", ".join(f"{v:.3f}" for v in out["step_sd"].detach().tolist())
+            rho = out["rho"]
+            rho = "" if rho is None else ", posterior ρ " + ", ".join(
+                f"{v:.3f}" for v in rho.detach().tolist())
+            print(f"  prior step s.d. (rad/bin) {sd}{rho}")
         print(f"  tuning-curve correlation (median over neurons): {out['tuning_corr']:.3f}  "
               f"(threshold > {TUNING_THRESHOLD}: {'PASS' if ok_tc else 'FAIL'})")
     print(f"overall: {'PASS' if all_pass else 'FAIL'}")

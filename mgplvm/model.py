@@ -387,6 +387,10 @@ class MGPLVM(nn.Module):
         prior: ``"uniform"``, ``"brownian"``, ``"ar1"``, ``"gp"`` or None (uniform on compact
             manifolds, GP over time on Rᵈ); ``prior_kwargs`` go to its constructor.
         latent_cov: ``"full"`` or ``"diagonal"`` Σ_t; ``latent_sd``: its initial s.d.
+        latent_coupling: ``"none"`` (mean-field over bins) or ``"ar1"`` (the posterior noise is
+            an AR(1) process over consecutive bins with learned correlation: same marginals,
+            but a learned Brownian/AR(1) prior is no longer biased toward rough paths; see
+            :class:`~mgplvm.latents.ReLieMarkovNormal`).
         variational_distribution: q(u) class name (``"cholesky"``, ``"natural"``,
             ``"tril_natural"``, ``"meanfield"``) or a GPyTorch class.
         Y: if given, initialise from data now (:meth:`init_from_data`); otherwise ``fit`` does it.
@@ -416,6 +420,7 @@ class MGPLVM(nn.Module):
         prior_kwargs: dict[str, Any] | None = None,
         latent_cov: str = "full",
         latent_sd: float = 0.1,
+        latent_coupling: str = "none",
         variational_distribution: str | type = "cholesky",
         learn_inducing: bool = True,
         Y: Any = None,
@@ -456,6 +461,7 @@ class MGPLVM(nn.Module):
             "kernel": kernel,
             "mean": mean,
             "latent_cov": latent_cov,
+            "latent_coupling": latent_coupling,
             "variational_distribution": vd_name,
             "learn_inducing": bool(learn_inducing),
             "init": init,
@@ -490,7 +496,8 @@ class MGPLVM(nn.Module):
             self._config["prior"] = self.prior.name
             self._config["prior_kwargs"] = self.prior.config()
             self.latents = ReLiePosterior(
-                manifold, self.n_trials, self.n_time, cov=latent_cov, init_sd=latent_sd
+                manifold, self.n_trials, self.n_time, cov=latent_cov, init_sd=latent_sd,
+                coupling=latent_coupling,
             )
             self._config["latent_kmax"] = self.latents.kmax
         self.register_buffer("initialized", torch.tensor(False))
@@ -550,6 +557,7 @@ class MGPLVM(nn.Module):
             prior=cfg.pop("prior", None),
             prior_kwargs=cfg.pop("prior_kwargs", None),
             latent_cov=cfg.pop("latent_cov", "full"),
+            latent_coupling=cfg.pop("latent_coupling", "none"),
             variational_distribution=vd,
             learn_inducing=cfg.pop("learn_inducing", True),
             init=cfg.pop("init", "pca"),

@@ -10,9 +10,11 @@ from mgplvm.latents import (
     BrownianPrior,
     GPPrior,
     ManifoldUniform,
+    ReLieMarkovNormal,
     ReLieNormal,
     ReLiePosterior,
     UniformPrior,
+    ar1_filter,
     get_prior,
     pca_init,
     viterbi_path,
@@ -117,6 +119,59 @@ def test_relie_posterior_module(cov):
         ReLiePosterior(m, 1, 4, cov="banded")
     with pytest.raises(ValueError, match="initial latent means"):
         ReLiePosterior(m, 1, 4, mu=torch.zeros(1, 5, 3))
+
+
+def test_ar1_filter_matches_recursion_and_is_stationary():
+    rho = torch.tensor([0.0, 0.5, 0.95])
+    eps = torch.randn(3, 700, 3)
+    xi = ar1_filter(eps, rho, block=64)  # several blocks, carried across
+    ref = torch.empty_like(eps)
+    ref[:, 0] = eps[:, 0]
+    for t in range(1, 700):
+        ref[:, t] = rho * ref[:, t - 1] + torch.sqrt(1 - rho**2) * eps[:, t]
+    torch.testing.assert_close(xi, ref)
+    torch.testing.assert_close(ar1_filter(eps, rho), xi)  # block size does not matter
+    big = ar1_filter(torch.randn(4000, 3, 3), rho)  # many short chains
+    torch.testing.assert_close(big.var((0, 1)), torch.ones(3), atol=0.06, rtol=0)
+    lag1 = (big[:, 1:] * big[:, :-1]).mean((0, 1))
+    torch.testing.assert_close(lag1, rho, atol=0.05, rtol=0)
+
+
+def test_relie_markov_log_prob_is_the_joint_gaussian_on_euclid():
+    """On Rᵈ (no wrapping) the per-bin log-probabilities sum to the joint Gaussian density of
+    the stacked path, covariance blockdiag(L) Φ Φᵀ blockdiag(L)ᵀ with Φ the AR(1) filter."""
+    m, T, d = Euclid(2), 6, 2
+    mu = torch.randn(1, T, d)
+    L = _random_tril(1, T, d=d, scale=0.5)
+    rho = torch.tensor([0.3, 0.8])
+    q = ReLieMarkovNormal(m, mu, L, rho)
+    g = q.rsample((5,))
+    lp = q.log_prob(g)
+    assert lp.shape == (5, 1, T)
+    eye = torch.eye(T * d).reshape(T * d, T, d)
+    Phi = ar1_filter(eye, rho).reshape(T * d, T * d).T  # column k: response to unit ε_k
+    Lb = torch.block_diag(*L[0])
+    cov = Lb @ Phi @ Phi.T @ Lb.T
+    ref = torch.distributions.MultivariateNormal(mu.reshape(-1), cov).log_prob(g.reshape(5, -1))
+    torch.testing.assert_close(lp.sum(-1)[:, 0], ref)
+    # marginals are the mean-field ones: same per-bin covariance
+    x = q.rsample((20000,)) - mu
+    emp = torch.einsum("nti,ntj->tij", x[:, 0], x[:, 0]) / 20000
+    torch.testing.assert_close(emp, L[0] @ L[0].mT, atol=0.03, rtol=0.1)
+
+
+def test_relie_posterior_coupling_option():
+    post = ReLiePosterior(Torus(1), 1, 8, coupling="ar1")
+    assert isinstance(post.distribution(), ReLieMarkovNormal)
+    torch.testing.assert_close(post.rho, torch.tensor([0.5]))
+    assert post.config()["coupling"] == "ar1"
+    q = post.distribution(torch.arange(2, 6))
+    assert q.batch_shape == (1, 4)
+    (-q.log_prob(q.rsample((3,))).sum()).backward()
+    assert post.raw_rho.grad is not None and torch.isfinite(post.raw_rho.grad).all()
+    assert ReLiePosterior(Torus(1), 1, 8).rho is None
+    with pytest.raises(ValueError, match="coupling"):
+        ReLiePosterior(Torus(1), 1, 8, coupling="gp")
 
 
 def test_set_mean_projects_angles():

@@ -357,9 +357,15 @@ def test_custom_likelihood_object():
 
 
 # ------------------------------------------------------------------------------ save / load
-@pytest.mark.parametrize("likelihood", ["poisson", "negbin", "gaussian"])
-def test_save_load_round_trip(tmp_path, likelihood):
-    model, Y = _fitted_like_model(likelihood, prior="brownian", link="exp")
+@pytest.mark.parametrize(
+    "likelihood,extra",
+    [("poisson", {}), ("negbin", {}), ("gaussian", {}), ("poisson", {"latent_coupling": "ar1"})],
+)
+def test_save_load_round_trip(tmp_path, likelihood, extra):
+    model, Y = _fitted_like_model(likelihood, prior="brownian", link="exp", **extra)
+    if extra:
+        with torch.no_grad():
+            model.latents.raw_rho.fill_(1.3)
     path = tmp_path / "model.pt"
     model.save(path)
     loaded = MGPLVM.load(path)
