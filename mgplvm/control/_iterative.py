@@ -231,24 +231,73 @@ def cayley_smith(
     batched = X.dim() == 3 and Ak.shape == X.shape and Bk.shape[0] == X.shape[0]
     thresh = math.sqrt(_eps(A))
     huge = math.sqrt(torch.finfo(p.dtype).max)
-    it = 0
-    nrm = p.new_zeros(())
-    for it in range(1, maxiter + 1):  # noqa: B007
-        X = torch.baddbmm(X, Ak @ X, Bk) if batched else X + Ak @ X @ Bk
-        nA = torch.linalg.matrix_norm(Ak)
-        nrm = nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)
-        worst = float(nrm.max()) if nrm.numel() else 0.0
-        if worst <= thresh:
-            break
-        if not worst < huge:  # some systems diverge: stop once the others have converged
-            settled = (nrm <= thresh) | ~(nrm < huge)
-            if bool(settled.all()):
+    if batched:
+        X, nrm, it = _doubling_compacting(X, Ak, None if lyap else Bk, thresh, huge, maxiter)
+    else:
+        it = 0
+        nrm = p.new_zeros(())
+        for it in range(1, maxiter + 1):  # noqa: B007
+            X = X + Ak @ X @ Bk
+            nA = torch.linalg.matrix_norm(Ak)
+            nrm = nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)
+            worst = float(nrm.max()) if nrm.numel() else 0.0
+            if worst <= thresh:
                 break
-        Ak = Ak @ Ak
-        Bk = Ak.mH if lyap else Bk @ Bk
+            if not worst < huge:  # some systems diverge: stop once the others have converged
+                settled = (nrm <= thresh) | ~(nrm < huge)
+                if bool(settled.all()):
+                    break
+            Ak = Ak @ Ak
+            Bk = Ak.mH if lyap else Bk @ Bk
     batch = X.shape[:-2]
     ok = (nrm <= thresh).expand(batch) & X.sum((-2, -1)).isfinite()  # NaN/inf reach the sum
     return X, ok, it, (p[..., 0, 0] > 0).expand(batch)
+
+
+def _doubling_compacting(
+    X: Tensor, Ak: Tensor, Bk: Tensor | None, thresh: float, huge: float, maxiter: int
+) -> tuple[Tensor, Tensor, int]:
+    """The doubling X ← X + A_k X B_k, A_k ← A_k², B_k ← B_k² (B_k = A_kᴴ when ``Bk`` is None)
+    on a flat batch (b, n, m), iterating only on the systems still converging: once a quarter
+    of the active ones have converged (‖A_k‖_F‖B_k‖_F ≤ ``thresh``) or diverged, the others
+    are gathered, so a few slow systems do not keep the whole batch iterating.
+    Returns X, the final ‖A_k‖_F‖B_k‖_F per system (b,) and the iteration count."""
+    lyap = Bk is None
+    nrm_all = torch.full(X.shape[:1], math.inf, dtype=_real_dtype(X), device=X.device)
+    out = X
+    idx: Tensor | None = None  # indices of the active systems into the batch (None: all)
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007
+        X = torch.baddbmm(X, Ak @ X, Ak.mH if lyap else Bk)
+        nA = torch.linalg.matrix_norm(Ak)
+        nrm = nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)
+        worst = float(nrm.max()) if nrm.numel() else 0.0
+        active = None
+        if not worst <= thresh:
+            active = (nrm > thresh) & (nrm < huge)  # NaN (diverged) is inactive as well
+            n_active = int(active.sum())
+        if active is None or n_active == 0 or n_active <= 0.75 * nrm.shape[0]:
+            # write the settled systems back, keep iterating on the rest only
+            if idx is None:
+                out, nrm_all = X, nrm.clone()
+                idx = torch.arange(X.shape[0], device=X.device)
+            else:
+                out = out.index_copy(0, idx, X)
+                nrm_all = nrm_all.index_copy(0, idx, nrm)
+            if active is None or n_active == 0:
+                return out, nrm_all, it
+            keep = active.nonzero()[:, 0]
+            idx, X, Ak = idx[keep], X[keep], Ak[keep]
+            Bk = None if lyap else Bk[keep]
+        Ak = Ak @ Ak
+        Bk = None if lyap else Bk @ Bk
+    if idx is None:
+        return X, nrm, it
+    return out.index_copy(0, idx, X), nrm_all.index_copy(0, idx, nrm), it
+
+
+def _real_dtype(X: Tensor) -> torch.dtype:
+    return X.real.dtype if X.is_complex() else X.dtype
 
 
 def _newton_sign(M: Tensor, *, maxiter: int = 100) -> tuple[Tensor, int]:
