@@ -289,17 +289,33 @@ def _scipy_cfg(cfg: _Config) -> _Config:
     return cfg.replace(backend="scipy", check=False)
 
 
-def _patch(
-    X: Tensor, ok: Tensor, batch: torch.Size, solve: Callable[..., Tensor], inputs: list[Tensor]
-) -> Tensor:
-    """Re-solve the systems where ``ok`` is False (with ``solve``) and splice them into X."""
+def _splice(
+    outs: list[Tensor],
+    ok: Tensor,
+    batch: torch.Size,
+    solve: Callable[..., tuple[Tensor, ...]],
+    inputs: list[Tensor],
+) -> list[Tensor]:
+    """Re-solve the systems where ``ok`` is False: ``solve`` gets their (flattened) inputs and
+    returns one tensor per entry of ``outs`` (each with leading dims ``batch``), which are spliced
+    into copies of ``outs``."""
     count = _count(batch)
     bad = (~ok.reshape(-1)).nonzero()[:, 0]
     flat = [t.expand(*batch, *t.shape[-2:]).reshape(count, *t.shape[-2:]) for t in inputs]
     fixed = solve(*(t[bad] for t in flat))
-    Xf = X.reshape(count, *X.shape[-2:]).clone()
-    Xf[bad] = fixed
-    return Xf.reshape(X.shape)
+    res = []
+    for o, f in zip(outs, fixed, strict=True):
+        of = o.reshape(count, *o.shape[len(batch) :]).clone()
+        of[bad] = f
+        res.append(of.reshape(o.shape))
+    return res
+
+
+def _patch(
+    X: Tensor, ok: Tensor, batch: torch.Size, solve: Callable[..., Tensor], inputs: list[Tensor]
+) -> Tensor:
+    """Re-solve the systems where ``ok`` is False (with ``solve``) and splice them into X."""
+    return _splice([X], ok, batch, lambda *t: (solve(*t),), inputs)[0]
 
 
 def _resolved(t: Tensor) -> Tensor:
@@ -328,11 +344,7 @@ def _sylvester_single(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
 
 def _clyap_single(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     """Unbatched CPU scipy solve with as little Python around LAPACK as possible."""
-    if A.is_conj() or A.is_neg():
-        A = A.resolve_conj().resolve_neg()
-    if Q.is_conj() or Q.is_neg():
-        Q = Q.resolve_conj().resolve_neg()
-    a, q = A.detach().numpy(), Q.detach().numpy()
+    a, q = _resolved(A).detach().numpy(), _resolved(Q).detach().numpy()
     try:
         x, sep, f = sp.clyap1(a, q, cfg.record.cache, cfg.check)
     except np.linalg.LinAlgError:  # ?gees fails on NaN/inf input: say so
@@ -425,22 +437,6 @@ def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     return _from_numpy(x, Q, batch)
 
 
-def _retry_failed(
-    X: Tensor, flags: Tensor, inputs: list[Tensor], solve: Callable[..., tuple[Tensor, Tensor]]
-) -> tuple[Tensor, Tensor]:
-    """Re-solve the systems whose flags[..., 0] (ok) is False with ``solve`` (returning X and
-    flags of the subset) and splice the results in (in place on flattened copies)."""
-    bad = (~flags[..., 0].reshape(-1)).nonzero()[:, 0]
-    batch = X.shape[:-2]
-    count = _count(batch)
-    flat = [t.expand(*batch, *t.shape[-2:]).reshape(count, *t.shape[-2:]) for t in inputs]
-    Xb, fb = solve(*(t[bad] for t in flat))
-    X = X.reshape(count, *X.shape[-2:]).clone()
-    flags = flags.reshape(count, *flags.shape[len(batch) :]).clone()
-    X[bad], flags[bad] = Xb, fb
-    return X.reshape(*batch, *X.shape[-2:]), flags.reshape(*batch, *flags.shape[1:])
-
-
 def _lyap_iterate(A: Tensor, Q: Tensor, maxiter: int) -> tuple[Tensor, Tensor, int]:
     """Batched AX + XAᴴ = Q: Cayley transform + squared Smith doubling (one inverse, then
     products; fastest on CPU batches), and the Newton sign iteration for any system it leaves
@@ -456,7 +452,7 @@ def _lyap_iterate(A: Tensor, Q: Tensor, maxiter: int) -> tuple[Tensor, Tensor, i
         ks.append(k2)
         return Xs, torch.stack([oks, hs], -1)
 
-    X, flags = _retry_failed(X, flags, [A, Q], sign)
+    X, flags = _splice([X, flags], ok, X.shape[:-2], sign, [A, Q])
     return X, flags, max(ks)
 
 
@@ -471,10 +467,10 @@ def _sylv_iterate(A: Tensor, B: Tensor, Q: Tensor, maxiter: int) -> tuple[Tensor
     def sign(a: Tensor, b: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
         Xs, oks, k2 = it.sign_sylvester(a, b, q, maxiter=maxiter)
         ks.append(k2)
-        return Xs, oks[..., None]
+        return Xs, oks
 
-    X, flags = _retry_failed(X, ok[..., None], [A, B, Q], sign)
-    return X, flags[..., 0], max(ks)
+    X, ok = _splice([X, ok], ok, X.shape[:-2], sign, [A, B, Q])
+    return X, ok, max(ks)
 
 
 def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
