@@ -352,6 +352,13 @@ def test_cayley_smith_batches(dtype: torch.dtype) -> None:
     assert rel_err(X[good], oracle("clyap", A[good], Q[good])) < tol
     Y, oky, _, _ = it.cayley_smith(A, Qs, B)
     assert oky.tolist() == [True, True, True, False, True, True]
+    # one A for a batch of Q (its powers computed once), and broadcast batch shapes
+    Xs, oks, _, _ = it.cayley_smith(A[0], Q)
+    assert oks.all() and rel_err(Xs, oracle("clyap", A[0].expand_as(Q), Q)) < tol
+    Ab = torch.stack([A[0], A[4]])[:, None]  # (2, 1, 7, 7) with Q (6, 7, 7) -> batch (2, 6)
+    Xb, okb, _, _ = it.cayley_smith(Ab, Q)
+    assert Xb.shape == (2, 6, 7, 7) and okb.all()
+    assert rel_err(Xb, oracle("clyap", Ab.expand(2, 6, 7, 7), Q.expand(2, 6, 7, 7))) < tol
     assert rel_err(Y[good], oracle("sylv", A[good], B[good], Qs[good])) < tol
     assert 0 < k <= 50
 

@@ -228,65 +228,64 @@ def cayley_smith(
     X = (-2 * p) * (MA @ Q @ MB)
     Ak = torch.addcmul(_eye_like(A, n), MA, 2 * p)
     Bk = Ak.mH if lyap else torch.addcmul(_eye_like(B, m), MB, 2 * p)
-    batched = X.dim() == 3 and Ak.shape == X.shape and Bk.shape[0] == X.shape[0]
     thresh = math.sqrt(_eps(A))
     huge = math.sqrt(torch.finfo(p.dtype).max)
-    if batched:
-        X, nrm, it = _doubling_compacting(X, Ak, None if lyap else Bk, thresh, huge, maxiter)
-    else:
-        it = 0
-        nrm = p.new_zeros(())
-        for it in range(1, maxiter + 1):  # noqa: B007
-            X = X + Ak @ X @ Bk
-            nA = torch.linalg.matrix_norm(Ak)
-            nrm = nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)
-            worst = float(nrm.max()) if nrm.numel() else 0.0
-            if worst <= thresh:
-                break
-            if not worst < huge:  # some systems diverge: stop once the others have converged
-                settled = (nrm <= thresh) | ~(nrm < huge)
-                if bool(settled.all()):
-                    break
-            Ak = Ak @ Ak
-            Bk = Ak.mH if lyap else Bk @ Bk
     batch = X.shape[:-2]
-    ok = (nrm <= thresh).expand(batch) & X.sum((-2, -1)).isfinite()  # NaN/inf reach the sum
+    Xf, nrm, it = _doubling(
+        X.reshape(-1, *X.shape[-2:]),
+        _flat_or_shared(Ak, batch),
+        None if lyap else _flat_or_shared(Bk, batch),
+        thresh,
+        huge,
+        maxiter,
+    )
+    X = Xf.reshape(X.shape)
+    ok = (nrm.reshape(batch) <= thresh) & X.sum((-2, -1)).isfinite()  # NaN/inf reach the sum
     return X, ok, it, (p[..., 0, 0] > 0).expand(batch)
 
 
-def _doubling_compacting(
+def _flat_or_shared(M: Tensor, batch: torch.Size) -> Tensor:
+    """M (..., n, n) as (count, n, n) over ``batch``, or as (n, n) when one M serves every
+    system (its powers are then computed once)."""
+    if M.dim() == 2 or M.shape[:-2].numel() == 1:
+        return M.reshape(M.shape[-2:])
+    return M.expand(*batch, *M.shape[-2:]).reshape(-1, *M.shape[-2:])
+
+
+def _doubling(
     X: Tensor, Ak: Tensor, Bk: Tensor | None, thresh: float, huge: float, maxiter: int
 ) -> tuple[Tensor, Tensor, int]:
     """The doubling X ← X + A_k X B_k, A_k ← A_k², B_k ← B_k² (B_k = A_kᴴ when ``Bk`` is None)
-    on a flat batch (b, n, m), iterating only on the systems still converging: once a quarter
-    of the active ones have converged (‖A_k‖_F‖B_k‖_F ≤ ``thresh``) or diverged, the others
-    are gathered, so a few slow systems do not keep the whole batch iterating.
-    Returns X, the final ‖A_k‖_F‖B_k‖_F per system (b,) and the iteration count."""
+    on a flat batch X (b, n, m), with A_k, B_k per system (b, ·, ·) or shared (2-D).  It stops
+    when ‖A_k‖_F‖B_k‖_F ≤ ``thresh`` for every system (or it diverged past ``huge``) and
+    iterates only on the systems still converging: once a quarter of the active ones have
+    settled, the others are gathered, so a few slow systems do not keep the whole batch
+    iterating.  Returns X, the final ‖A_k‖_F‖B_k‖_F per system (b,) and the iteration count."""
     lyap = Bk is None
-    nrm_all = torch.full(X.shape[:1], math.inf, dtype=_real_dtype(X), device=X.device)
-    out = X
-    idx: Tensor | None = None  # indices of the active systems into the batch (None: all)
+    per_system = Ak.dim() == 3 and (lyap or Bk.dim() == 3)
+    out = nrm_all = idx = None  # settled results, and the active systems' batch indices
+    nrm = X.new_zeros(X.shape[:1], dtype=X.real.dtype)
     it = 0
     for it in range(1, maxiter + 1):  # noqa: B007
-        X = torch.baddbmm(X, Ak @ X, Ak.mH if lyap else Bk)
+        Bm = Ak.mH if lyap else Bk
+        X = torch.baddbmm(X, Ak @ X, Bm) if per_system else X + Ak @ X @ Bm
         nA = torch.linalg.matrix_norm(Ak)
-        nrm = nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)
-        worst = float(nrm.max()) if nrm.numel() else 0.0
-        active = None
-        if not worst <= thresh:
+        nrm = (nA.square() if lyap else nA * torch.linalg.matrix_norm(Bk)).expand(X.shape[:1])
+        n_active = 0
+        if not float(nrm.max() if nrm.numel() else 0.0) <= thresh:
             active = (nrm > thresh) & (nrm < huge)  # NaN (diverged) is inactive as well
             n_active = int(active.sum())
-        if active is None or n_active == 0 or n_active <= 0.75 * nrm.shape[0]:
-            # write the settled systems back, keep iterating on the rest only
+        if n_active == 0 or (per_system and n_active <= 0.75 * nrm.shape[0]):
+            # write the settled systems back
             if idx is None:
                 out, nrm_all = X, nrm.clone()
                 idx = torch.arange(X.shape[0], device=X.device)
             else:
                 out = out.index_copy(0, idx, X)
                 nrm_all = nrm_all.index_copy(0, idx, nrm)
-            if active is None or n_active == 0:
+            if n_active == 0:
                 return out, nrm_all, it
-            keep = active.nonzero()[:, 0]
+            keep = active.nonzero()[:, 0]  # keep iterating on the rest only
             idx, X, Ak = idx[keep], X[keep], Ak[keep]
             Bk = None if lyap else Bk[keep]
         Ak = Ak @ Ak
@@ -294,10 +293,6 @@ def _doubling_compacting(
     if idx is None:
         return X, nrm, it
     return out.index_copy(0, idx, X), nrm_all.index_copy(0, idx, nrm), it
-
-
-def _real_dtype(X: Tensor) -> torch.dtype:
-    return X.real.dtype if X.is_complex() else X.dtype
 
 
 def _newton_sign(M: Tensor, *, maxiter: int = 100) -> tuple[Tensor, int]:
