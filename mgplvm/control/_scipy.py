@@ -182,6 +182,25 @@ def _half_plane_gap(fa: Factor, fb: Factor) -> float:
     return 0.0
 
 
+def _sylv_sep(
+    fa: Factor, ta: bool, fb: Factor, tb: bool, scale: float
+) -> tuple[float, float, Callable[[], str]] | None:
+    """min |λ + μ| over eigenvalues λ of A, μ of B (factors possibly transposed), with the
+    scale it is judged against and a description; None when the half-plane gap already puts
+    it well above the warning level √eps · scale (no pairwise minimum needed)."""
+    if _half_plane_gap(fa, fb) >= 10 * np.sqrt(np.finfo(fa.T.dtype).eps) * scale:
+        return None
+    la = fa.eig.conj() if ta else fa.eig
+    mb = fb.eig.conj() if tb else fb.eig
+    sep, i, j = _pair_min(la, mb, np.add)
+    return (
+        sep,
+        scale,
+        lambda: f"eigenvalues λ = {la[i]:.3g} of A and μ = {mb[j]:.3g} of B give "
+        f"|λ + μ| = {abs(la[i] + mb[j]):.2e}",
+    )
+
+
 def _clyap_sep(f: Factor) -> tuple[float, float, Callable[[], str]]:
     """min |λᵢ + λ̄ⱼ| over eigenvalues of A (invariant under A → Aᴴ), memoised on the factor."""
     memo = f.memo if f.memo is not None else {}
@@ -225,7 +244,6 @@ def sylvester(
     eb = _entries(cache, "sylv:B", B.shape[0])
     cplx = np.iscomplexobj(A)
     worst = Worst() if check else None
-    skip = 10 * np.sqrt(np.finfo(out.dtype).eps)  # well above the warning level √eps
     for k in range(N):
         i, j = int(ia[k]), int(ib[k])
         fa, ta = _lookup(ea, i, A[i], _schur_factor)
@@ -233,20 +251,9 @@ def sylvester(
         Y = _trsyl(fa.T, fb.T, fa.Zh @ Q[iq[k]] @ fb.Z, _OPS[cplx, ta][0], _OPS[cplx, tb][0])
         out[k] = fa.Z @ Y @ fb.Zh
         if worst is not None:
-            scale = _fro(A[i]) + _fro(B[j])
-            if _half_plane_gap(fa, fb) >= skip * scale:
-                continue  # |λ + μ| ≥ the gap: far from singular, no pairwise minimum needed
-            la = fa.eig.conj() if ta else fa.eig
-            mb = fb.eig.conj() if tb else fb.eig
-            sep, p, r = _pair_min(la, mb, np.add)
-            worst.update(
-                sep,
-                scale,
-                lambda la=la, mb=mb, p=p, r=r, k=k: (
-                    f"eigenvalues λ = {la[p]:.3g} of A and μ = {mb[r]:.3g} of B give "
-                    f"|λ + μ| = {abs(la[p] + mb[r]):.2e} (system {k})"
-                ),
-            )
+            sep = _sylv_sep(fa, ta, fb, tb, _fro(A[i]) + _fro(B[j]))
+            if sep is not None:
+                worst.update(sep[0], sep[1], lambda msg=sep[2], k=k: f"{msg()} (system {k})")
     return out, worst
 
 
@@ -266,20 +273,7 @@ def sylvester1(
     cplx = np.iscomplexobj(a)
     Y = _trsyl(fa.T, fb.T, fa.Zh @ q @ fb.Z, _OPS[cplx, ta][0], _OPS[cplx, tb][0])
     x = fa.Z @ Y @ fb.Zh
-    if not check:
-        return x, None
-    scale = _fro(a) + _fro(b)
-    if _half_plane_gap(fa, fb) >= 10 * np.sqrt(np.finfo(x.dtype).eps) * scale:
-        return x, None
-    la = fa.eig.conj() if ta else fa.eig
-    mb = fb.eig.conj() if tb else fb.eig
-    sep, i, j = _pair_min(la, mb, np.add)
-    return x, (
-        sep,
-        scale,
-        lambda: f"eigenvalues λ = {la[i]:.3g} of A and μ = {mb[j]:.3g} of B give "
-        f"|λ + μ| = {abs(la[i] + mb[j]):.2e}",
-    )
+    return x, (_sylv_sep(fa, ta, fb, tb, _fro(a) + _fro(b)) if check else None)
 
 
 def clyap(
