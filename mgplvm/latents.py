@@ -110,12 +110,18 @@ class ReLieNormal(TorchDistribution):
     def expand(self, batch_shape, _instance=None) -> ReLieNormal:
         batch_shape = torch.Size(batch_shape)
         d, a = self.manifold.dim, self.manifold.ambient_dim
-        return ReLieNormal(
-            self.manifold,
-            self.mu.expand(batch_shape + (a,)),
-            self.scale_tril.expand(batch_shape + (d, d)),
-            self.kmax,
+        return self._with(
+            self.mu.expand(batch_shape + (a,)), self.scale_tril.expand(batch_shape + (d, d))
         )
+
+    def _with(self, mu: torch.Tensor, scale_tril: torch.Tensor) -> ReLieNormal:
+        """The same family with other locations / factors."""
+        return ReLieNormal(self.manifold, mu, scale_tril, self.kmax)
+
+    def _correlate(self, eps: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise ``(*sample, *batch, dim)`` -> the ``ξ`` with ``x = L ξ``
+        (independent here)."""
+        return eps
 
     @property
     def mean(self) -> torch.Tensor:
@@ -126,7 +132,7 @@ class ReLieNormal(TorchDistribution):
         """Tangent coordinates ``x = L ε``, ``(*sample_shape, *batch, dim)``."""
         shape = torch.Size(sample_shape) + self.batch_shape + (self.manifold.dim,)
         eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
-        return (self.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        return (self.scale_tril @ self._correlate(eps).unsqueeze(-1)).squeeze(-1)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """``g = μ · Exp(L ε)``, ``(*sample_shape, *batch, ambient)``."""
@@ -175,7 +181,8 @@ class ReLieMarkovNormal(ReLieNormal):
     Every marginal is the mean-field one, ``x_t = L_t ξ_t ~ N(0, L_t L_tᵀ)``; only the joint
     changes.  A mean-field posterior cannot represent the posterior's strong temporal correlation
     under a smooth prior, and variational EM then biases the learned smoothness toward rough
-    (Turner & Sahani 2011): the Brownian step s.d. is learned too large.  Here
+    (Turner & Sahani 2011): the Brownian step s.d. is learned too large (on the SO(3) recovery
+    problem this coupling alone did not remove that; see docs/maths.md).  Here
     ``log q(g_{1:T}) = Σ_t log q_t(g_t) + Σ_{t≥1} [log N(ξ_t; ρξ_{t−1}, 1−ρ²) − log N(ξ_t; 0, 1)]``
     (the second sum is the exact Gaussian correction, evaluated at the principal preimage; the
     wrapping stays in the marginals), returned per bin so that Pyro's time plate sums it.
@@ -195,22 +202,11 @@ class ReLieMarkovNormal(ReLieNormal):
         super().__init__(manifold, mu, scale_tril, kmax, validate_args)
         self.rho = rho
 
-    def expand(self, batch_shape, _instance=None) -> ReLieMarkovNormal:
-        batch_shape = torch.Size(batch_shape)
-        d, a = self.manifold.dim, self.manifold.ambient_dim
-        return ReLieMarkovNormal(
-            self.manifold,
-            self.mu.expand(batch_shape + (a,)),
-            self.scale_tril.expand(batch_shape + (d, d)),
-            self.rho,
-            self.kmax,
-        )
+    def _with(self, mu: torch.Tensor, scale_tril: torch.Tensor) -> ReLieMarkovNormal:
+        return ReLieMarkovNormal(self.manifold, mu, scale_tril, self.rho, self.kmax)
 
-    def rsample_coords(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape + (self.manifold.dim,)
-        eps = torch.randn(shape, dtype=self.mu.dtype, device=self.mu.device)
-        xi = ar1_filter(eps, self.rho)
-        return (self.scale_tril @ xi.unsqueeze(-1)).squeeze(-1)
+    def _correlate(self, eps: torch.Tensor) -> torch.Tensor:
+        return ar1_filter(eps, self.rho)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         v = self.manifold.logmap_coords(self.mu, value)
