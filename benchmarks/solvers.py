@@ -30,6 +30,7 @@ import torch
 
 import mgplvm.control as ctl
 from mgplvm.control import _iterative as _it
+from mgplvm.control._functions import _chunked
 
 Setup = Callable[[int, int], tuple[Callable[[], object], Callable[[], torch.Tensor], list]]
 
@@ -197,12 +198,8 @@ def batch_table(kinds: list[str], count: int, n: int, quick: bool) -> list[tuple
 
 def _sign_chunked(fn: Callable[..., tuple], tensors: list[torch.Tensor]) -> None:
     """The sign iteration on the same cache-sized chunks as the library's torch path."""
-    from mgplvm.control._functions import _CHUNK_ELEMS
-
     n = tensors[0].shape[-1]
-    step = max(1, _CHUNK_ELEMS // (n * n))
-    for s in range(0, tensors[0].shape[0], step):
-        fn(*(t[s : s + step] for t in tensors))
+    _chunked(fn, tensors, tensors[0].shape[:-2], n)
 
 
 SIGN = {
