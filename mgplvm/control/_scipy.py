@@ -352,15 +352,23 @@ def _dlyap_sep(f: Factor) -> tuple[float, float, Callable[[], str]]:
     f.memo = memo
     if "sep" not in memo:
         lam = f.eig
-        sep, i, j = _pair_min(lam, lam.conj(), lambda x, y: 1 - x * y)
-        memo["sep"] = (
-            sep,
-            1 + _fro(f.src) ** 2,
-            lambda: (
-                f"eigenvalues λᵢ = {lam[i]:.3g}, λⱼ = {lam[j]:.3g} of A give "
-                f"|1 − λᵢλ̄ⱼ| = {abs(1 - lam[i] * lam[j].conjugate()):.2e}"
-            ),
-        )
+        scale = 1 + _fro(f.src) ** 2
+        r = np.abs(lam)
+        rmin, rmax = float(r.min()), float(r.max())
+        # |1 − λᵢλ̄ⱼ| ≥ 1 − rmax² inside the unit disk, ≥ rmin² − 1 outside it
+        gap = 1 - rmax * rmax if rmax < 1 else rmin * rmin - 1 if rmin > 1 else 0.0
+        if gap >= 10 * np.sqrt(np.finfo(f.T.dtype).eps) * scale:  # far from singular
+            memo["sep"] = (gap, scale, lambda: f"|1 − λᵢλ̄ⱼ| ≥ {gap:.2e} for eigenvalues of A")
+        else:
+            sep, i, j = _pair_min(lam, lam.conj(), lambda x, y: 1 - x * y)
+            memo["sep"] = (
+                sep,
+                scale,
+                lambda: (
+                    f"eigenvalues λᵢ = {lam[i]:.3g}, λⱼ = {lam[j]:.3g} of A give "
+                    f"|1 − λᵢλ̄ⱼ| = {abs(1 - lam[i] * lam[j].conjugate()):.2e}"
+                ),
+            )
     return memo["sep"]
 
 
