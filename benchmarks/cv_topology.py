@@ -50,8 +50,8 @@ COMPARISONS = {
     # 500 training bins the torus is revisited along other windings and its periodicity pays
     "T2": (datasets.torus, {"d": 2, "n_time": 1000}, "T2", ["T2", "R2"]),
     "SO3": (datasets.so3, {}, "SO3", ["SO3", "R3"]),
-    # S³ contains the T² model (Clifford torus; docs/crossval.md): held-out likelihood cannot
-    # favour T² over S³ here, whatever the recording length
+    # S³ contains the T² model (Clifford torus; docs/crossval.md): held-out likelihood has no
+    # reason to favour T² over S³ here (S³ won 2/2 at 1000 bins)
     "T2-3way": (datasets.torus, {"d": 2}, "T2", ["T2", "SO3", "S3"]),
     "SO3-3way": (datasets.so3, {}, "SO3", ["T2", "SO3", "S3"]),
     "S3-3way": (datasets.sphere3, {}, "S3", ["T2", "SO3", "S3"]),
