@@ -322,6 +322,26 @@ def _resolved(t: Tensor) -> Tensor:
     return t.resolve_conj().resolve_neg() if t.is_conj() or t.is_neg() else t
 
 
+def _single_result(
+    x: np.ndarray,
+    sep: tuple[float, float, Any] | None,
+    named: list[tuple[str, np.ndarray]],
+    cfg: _Config,
+    dtype: Any,
+    overflow: str,
+) -> Tensor:
+    """The checks after a lean single-system solve: a non-finite X is traced to NaN/inf inputs,
+    else to a singular equation, else reported as ``overflow``; a near-singular equation warns."""
+    if cfg.check and not np.isfinite(x.sum()):
+        _check_finite_np(*named)
+        if sep is not None:
+            warn_near_singular(sep[0], sep[1], sep[2], dtype)  # raises if singular
+        raise torch.linalg.LinAlgError(overflow)
+    if sep is not None:
+        warn_near_singular(sep[0], sep[1], sep[2], dtype)
+    return torch.from_numpy(x)
+
+
 def _sylvester_single(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     """Unbatched CPU scipy solve of AX + XB = Q with as little Python around LAPACK as possible
     (NaN/inf inputs are diagnosed from the output, which they reach)."""
@@ -332,14 +352,10 @@ def _sylvester_single(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
         if cfg.check:
             _check_finite_np(("A", a), ("B", b), ("Q", q))
         raise
-    if cfg.check and not np.isfinite(x.sum()):
-        _check_finite_np(("A", a), ("B", b), ("Q", q))
-        if sep is not None:
-            warn_near_singular(sep[0], sep[1], sep[2], A.dtype)  # raises if singular
-        raise torch.linalg.LinAlgError("the Sylvester solution overflowed (ill-conditioned A, B)")
-    if sep is not None:
-        warn_near_singular(sep[0], sep[1], sep[2], A.dtype)
-    return torch.from_numpy(x)
+    return _single_result(
+        x, sep, [("A", a), ("B", b), ("Q", q)], cfg, A.dtype,
+        "the Sylvester solution overflowed (ill-conditioned A, B)",
+    )
 
 
 def _clyap_single(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
@@ -354,14 +370,10 @@ def _clyap_single(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     if cfg.require_stable == "continuous" and f.eig.real.max() >= 0:
         lam = complex(f.eig[np.argmax(f.eig.real)])
         _finish_scipy_checks(None, (0, lam), cfg, A.dtype)
-    if cfg.check and not np.isfinite(x.sum()):
-        _check_finite_np(("A", a), ("Q", q))
-        if sep is not None:
-            warn_near_singular(sep[0], sep[1], sep[2], A.dtype)  # raises if singular
-        raise torch.linalg.LinAlgError("the Lyapunov solution overflowed (ill-conditioned A)")
-    if sep is not None:
-        warn_near_singular(sep[0], sep[1], sep[2], A.dtype)
-    return torch.from_numpy(x)
+    return _single_result(
+        x, sep, [("A", a), ("Q", q)], cfg, A.dtype,
+        "the Lyapunov solution overflowed (ill-conditioned A)",
+    )
 
 
 def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
