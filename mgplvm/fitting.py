@@ -158,8 +158,8 @@ def _batch_indices(n_time: int, batch_size: int | None, mode: str, device) -> to
 
 
 _FIT_KEYS = (
-    "n_mc", "lr", "lr_manifold", "batch_size", "batch_mode", "burnin", "optimizer", "train",
-    "early_stopping", "patience", "rtol", "ema", "optimizer_kwargs",
+    "n_mc", "lr", "lr_manifold", "lr_final", "batch_size", "batch_mode", "burnin", "optimizer",
+    "train", "early_stopping", "patience", "rtol", "ema", "optimizer_kwargs",
 )
 
 
@@ -171,6 +171,7 @@ def fit(
     n_mc: int = 8,
     lr: float = 0.05,
     lr_manifold: float | None = None,
+    lr_final: float = 1.0,
     batch_size: int | None = None,
     batch_mode: str = "window",
     burnin: float = 100.0,
@@ -198,6 +199,11 @@ def fit(
         n_mc: latent samples per iteration (vectorised particles: one batched GP evaluation of
             ``n_mc · trials · batch`` points).
         lr, lr_manifold: Adam step of Euclidean and of manifold parameters (default: ``lr``).
+        lr_final: learning-rate decay: every group's step is constant for the first half of
+            ``n_iter`` and then decays geometrically to ``lr_final`` times its initial value at
+            the last iteration (1: no decay). Adam's steps do not shrink where gradients are
+            noise, so at a constant step the latents keep jittering by about the step size;
+            the decay lets them settle.
         batch_size, batch_mode: minibatches of time bins (``None``: full batch); ``"window"`` or
             ``"random"``.
         burnin: KL-annealing time constant in iterations (0: no annealing).
@@ -226,9 +232,12 @@ def fit(
         raise ValueError(f"n_mc must be >= 1, got {n_mc}")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 < float(lr_final) <= 1:
+        raise ValueError(f"lr_final must be in (0, 1], got {lr_final}")
     Y = model.validate_data(Y)
     config = {
         "n_mc": int(n_mc), "lr": float(lr), "lr_manifold": lr_manifold,
+        "lr_final": float(lr_final),
         "batch_size": None if batch_size is None else int(batch_size), "batch_mode": batch_mode,
         "burnin": float(burnin), "optimizer": optimizer, "train": train,
         "early_stopping": bool(early_stopping), "patience": int(patience), "rtol": float(rtol),
@@ -280,6 +289,7 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
         config["optimizer"], model, params, config["lr"], config["lr_manifold"],
         **config["optimizer_kwargs"],
     )
+    base_lrs = [g.get("lr") for g in opt.param_groups]  # before a checkpoint overwrites them
     losses: list[float] = []
     start, elapsed0 = 0, 0.0
     es = {"ema": None, "best": math.inf, "best_it": 0}
@@ -326,6 +336,10 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
         t_idx = _batch_indices(model.n_time, config["batch_size"], config["batch_mode"],
                                model.device)
         beta = 1.0 if burnin <= 0 else 1.0 - math.exp(-(it + 1) / burnin)
+        decay = lr_factor(it, n_iter, config.get("lr_final", 1.0))
+        for group, base in zip(opt.param_groups, base_lrs, strict=True):
+            if base is not None:
+                group["lr"] = base * decay
         opt.zero_grad()
         bad = None
         try:
@@ -387,6 +401,15 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
         reason=reason,
         config=config,
     )
+
+
+def lr_factor(it: int, n_iter: int, final: float) -> float:
+    """Learning-rate multiplier at iteration ``it`` of ``n_iter``: 1 for the first half, then
+    geometric down to ``final`` at the last iteration."""
+    half = n_iter // 2
+    if final >= 1 or it <= half or n_iter - 1 <= half:
+        return 1.0
+    return final ** ((it - half) / (n_iter - 1 - half))
 
 
 def _snapshot(model: MGPLVM) -> dict[str, torch.Tensor]:

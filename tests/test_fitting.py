@@ -11,7 +11,7 @@ import torch
 
 from mgplvm.alignment import align
 from mgplvm.datasets import head_direction_ring
-from mgplvm.fitting import FitResult, _batch_indices, fit, register_optimizer
+from mgplvm.fitting import FitResult, _batch_indices, fit, lr_factor, register_optimizer
 from mgplvm.model import MGPLVM
 
 pytestmark = pytest.mark.usefixtures("float64_one_thread")
@@ -200,6 +200,50 @@ def test_early_stopping_callback_and_errors():
         fit(object(), Y)
     with pytest.raises(ValueError, match="non-integer"):
         fit(model, Y + 0.5)
+
+
+def test_lr_factor_schedule():
+    n = 21
+    f = [lr_factor(i, n, 0.01) for i in range(n)]
+    assert f[: n // 2 + 1] == [1.0] * (n // 2 + 1)  # constant for the first half
+    assert math.isclose(f[-1], 0.01)
+    ratios = np.diff(np.log(f[n // 2 :]))
+    np.testing.assert_allclose(ratios, ratios[0])  # geometric
+    assert all(lr_factor(i, n, 1.0) == 1.0 for i in range(n))
+    assert lr_factor(0, 1, 0.1) == 1.0
+
+
+def test_fit_decays_learning_rate_and_resumes_on_schedule(tmp_path):
+    seen = []
+
+    def factory(model, params, lr, lr_manifold, **kw):
+        opt = torch.optim.SGD(params, lr=lr)
+        step = opt.step
+
+        def logged_step(*a, **k):
+            seen.append(opt.param_groups[0]["lr"])
+            return step(*a, **k)
+
+        opt.step = logged_step
+        return opt
+
+    register_optimizer("test-sgd-lr", factory)
+    kw = dict(n_mc=1, progress=False, optimizer="test-sgd-lr", lr=1e-3, lr_final=0.1,
+              early_stopping=False, seed=0)
+    model, Y = _tiny()
+    fit(model, Y, n_iter=11, **kw)
+    np.testing.assert_allclose(seen, [1e-3 * lr_factor(i, 11, 0.1) for i in range(11)])
+    assert math.isclose(seen[-1], 1e-4)
+    # a resumed run continues on the same schedule (not from the checkpoint's decayed step)
+    seen.clear()
+    model, Y = _tiny()
+    fit(model, Y, n_iter=7, checkpoint=tmp_path / "c.ckpt", **kw)
+    seen.clear()
+    model, Y = _tiny()
+    fit(model, Y, n_iter=11, resume=tmp_path / "c.ckpt", **kw)
+    np.testing.assert_allclose(seen, [1e-3 * lr_factor(i, 11, 0.1) for i in range(7, 11)])
+    with pytest.raises(ValueError, match="lr_final"):
+        fit(model, Y, lr_final=0.0)
 
 
 def test_registered_optimizer_is_used():
