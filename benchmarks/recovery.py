@@ -13,7 +13,8 @@ after :func:`mgplvm.alignment.align` (the manifold symmetry that best maps the f
   into the model's frame — and the true rate).
 
 Run ``python benchmarks/recovery.py [--quick] [--problems ring,t2,so3,s3] [--threads 1]
-[--init pca|identity|truth]``.
+[--init pca|identity|truth]``; ``--help`` lists the diagnosis flags (fixed or initial step
+s.d., inducing points, learning-rate decay, frozen latents...).
 ``--quick``: the ring only, at most 600 iterations.
 """
 

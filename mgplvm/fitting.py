@@ -47,7 +47,9 @@ from tqdm.auto import tqdm
 
 from mgplvm.model import MGPLVM, _plain_state
 
-__all__ = ["fit", "FitResult", "OPTIMIZERS", "register_optimizer", "make_fit_optimizer"]
+__all__ = [
+    "fit", "FitResult", "OPTIMIZERS", "lr_factor", "register_optimizer", "make_fit_optimizer",
+]
 
 CHECKPOINT_FORMAT = "mgplvm.fit-checkpoint/1"
 
@@ -336,7 +338,7 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
         t_idx = _batch_indices(model.n_time, config["batch_size"], config["batch_mode"],
                                model.device)
         beta = 1.0 if burnin <= 0 else 1.0 - math.exp(-(it + 1) / burnin)
-        decay = lr_factor(it, n_iter, config.get("lr_final", 1.0))
+        decay = lr_factor(it, n_iter, config["lr_final"])
         for group, base in zip(opt.param_groups, base_lrs, strict=True):
             if base is not None:
                 group["lr"] = base * decay
