@@ -94,6 +94,9 @@ PROBLEMS = [
     ),
 ]
 TUNING_THRESHOLD = 0.9
+#: the keyword arguments of :func:`run` that the command line sets (one flag each)
+RUN_OVERRIDES = ("init", "step_sd", "n_iter", "coupling", "n_inducing", "step_sd_init",
+                 "freeze_latents", "latent_sd", "burnin", "lr_final")
 
 
 def tuning_correlation(model, data, al) -> float:
@@ -112,6 +115,7 @@ def run(
     seed: int,
     quick: bool,
     progress: bool,
+    *,
     init: str | None = None,
     step_sd: float | None = None,
     n_iter: int | None = None,
@@ -240,10 +244,8 @@ def main(argv=None) -> int:
     for problem in PROBLEMS:
         if problem.key not in keys:
             continue
-        out = run(problem, args.seed, args.quick, args.progress, args.init, args.step_sd,
-                  args.n_iter, args.coupling, args.n_inducing,
-                  args.step_sd_init, args.freeze_latents,
-                  args.latent_sd, args.burnin, args.lr_final)
+        out = run(problem, args.seed, args.quick, args.progress,
+                  **{k: getattr(args, k) for k in RUN_OVERRIDES})
         ok_lat = all(e < problem.threshold for e in out["errors"])
         ok_tc = out["tuning_corr"] > TUNING_THRESHOLD
         all_pass &= ok_lat and ok_tc
