@@ -1,10 +1,12 @@
 """Benchmark of mgplvm.control against scipy (CPU, float64, same thread count for both).
 
-Prints three tables, all measured in this one run:
+Prints four tables, all measured in this one run:
 
 1. forward time vs scipy for n ∈ {16, 64, 256, 512} (unbatched, default backend; target ≤ 1.2×),
 2. backward / forward cost (reverse-mode pass vs the forward pass with autograd on; ≤ 1.5×),
-3. batch throughput for 1024 systems of n = 16 vs a scipy loop (target ≥ 5× faster).
+3. batch throughput for 1024 systems of n = 16 vs a scipy loop (target ≥ 5× faster),
+4. the stacked small products of the batched iterations: numpy's matmul (what they use on CPU for
+   real matrices) vs ``torch.matmul``.
 
 Timings are medians over repetitions with the two contenders interleaved, so that load from other
 processes sharing the CPU hits both alike; they still move by ±20 % between runs on a shared
@@ -29,6 +31,7 @@ import scipy.linalg as sla
 import torch
 
 import mgplvm.control as ctl
+from mgplvm.control import _functions as _fn
 from mgplvm.control import _iterative as _it
 from mgplvm.control._functions import _chunked
 
@@ -196,6 +199,53 @@ def batch_table(kinds: list[str], count: int, n: int, quick: bool) -> list[tuple
     return rows
 
 
+def product_table(quick: bool) -> None:
+    """The stacked small products of the torch iterations: ``_iterative._mm`` (numpy's matmul on
+    CPU for real matrices of side ≤ 64) against ``torch.matmul``, interleaved."""
+    for n, count in ((4, 2048), (16, 128), (64, 8)):
+        for dtype in (torch.float32, torch.float64):
+            g = torch.Generator().manual_seed(n)
+            a = torch.randn(count, n, n, generator=g, dtype=dtype)
+            b = torch.randn(count, n, n, generator=g, dtype=dtype)
+
+            def many(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a=a, b=b) -> None:
+                for _ in range(20):
+                    f(a, b)
+
+            tn, tt = _interleaved([lambda: many(_it._mm), lambda: many(torch.matmul)],
+                                  5 if quick else 25)
+            print(
+                f"  {count:>5} × ({n:>2}×{n:<2}) {str(dtype).replace('torch.', ''):<8} "
+                f"numpy {tn / 20 * 1e6:7.1f} µs   torch {tt / 20 * 1e6:7.1f} µs   "
+                f"torch/numpy {tt / tn:4.1f}×",
+                flush=True,
+            )
+
+
+def chunk_table(kinds: list[str], count: int, n: int, sizes: list[int], quick: bool) -> None:
+    """The batched torch path at several chunk sizes (systems per chunk), interleaved, against
+    the scipy loop: how ``_functions._CHUNK_ELEMS`` was chosen."""
+    default = _fn._CHUNK_ELEMS
+    for kind in kinds:
+        probs = [_problem(kind, n, seed=s) for s in range(count)]
+        stacked = {k: torch.tensor(np.stack([p[k] for p in probs])) for k in probs[0]}
+
+        def run(systems: int, stacked=stacked, kind=kind) -> None:
+            _fn._CHUNK_ELEMS = systems * n * n
+            try:
+                OURS[kind](stacked)
+            finally:
+                _fn._CHUNK_ELEMS = default
+
+        fs = [lambda c=c: run(c) for c in sizes]
+        fs.append(lambda probs=probs, kind=kind: [SCIPY[kind](p) for p in probs])
+        *ts, tloop = _interleaved(fs, 3 if quick else 10)
+        cells = "  ".join(
+            f"{c}: {t * 1e3:.1f} ms ({tloop / t:.1f}×)" for c, t in zip(sizes, ts, strict=True)
+        )
+        print(f"  {LABEL[kind]:<20} {cells}", flush=True)
+
+
 def _sign_chunked(fn: Callable[..., tuple], tensors: list[torch.Tensor]) -> None:
     """The sign iteration on the same cache-sized chunks as the library's torch path."""
     n = tensors[0].shape[-1]
@@ -236,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     ap.add_argument("--kinds", default="clyap,dlyap,sylvester,care,dare")
     ap.add_argument("--sizes", default="16,64,256,512")
+    ap.add_argument(
+        "--chunk-sizes",
+        default="",
+        help="only time the batch of section 3 at these systems-per-chunk sizes, e.g. "
+        "64,128,256,512,1024",
+    )
     args = ap.parse_args(argv)
     blas = _limit_threads(args.threads)
     kinds = args.kinds.split(",")
@@ -245,6 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         f"thread(s), {blas}, float64, CPU."
     )
     print("NOTE: other processes may share this CPU; ratios are medians of interleaved runs.\n")
+    if args.chunk_sizes:
+        print("batch of 1024 systems of n = 16 by systems per chunk: time (speed-up vs scipy loop)")
+        chunk_table(kinds, 1024, 16, [int(c) for c in args.chunk_sizes.split(",")], args.quick)
+        return
 
     print("1) forward time vs scipy (unbatched, backend='auto'; target ratio ≤ 1.2)")
     fw = forward_table(kinds, sizes, args.quick, args.full)
@@ -252,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     bw = backward_table(kinds, sizes, args.quick, args.full)
     print("\n3) batch throughput, 1024 systems of n = 16 vs a scipy loop (target ≥ 5×)")
     bt = batch_table(kinds, 1024, 16, args.quick)
+    print("\n4) stacked products inside the torch iterations: numpy matmul (used on CPU) vs torch")
+    product_table(args.quick)
 
     print("\nSummary")
     print(f"  {'equation':<20} {'n':>4} {'fwd/scipy':>10} {'bwd/fwd':>8}")

@@ -325,6 +325,35 @@ def test_auto_falls_back_to_scipy() -> None:
         ctl.solve_continuous_lyapunov(A, Q, backend="torch")
 
 
+@pytest.mark.parametrize("dtype", [F64, F32, C128], ids=str)
+def test_small_products_match_torch(dtype: torch.dtype) -> None:
+    """``_iterative._mm`` (numpy's matmul for small real CPU matrices) equals ``torch.matmul``:
+    stacked, broadcast (one matrix for a stack, batch dims (2, 1) × (3,)), transposed views,
+    inputs that require grad, sides above the numpy limit; overflow gives inf silently, as in
+    torch; the dtype is kept."""
+    from mgplvm.control import _iterative as it
+
+    g = torch.Generator().manual_seed(11)
+    tol = 1e-5 if dtype == F32 else 1e-12
+    cases = [
+        (_randn(g, 5, 4, 6, dtype=dtype), _randn(g, 5, 6, 3, dtype=dtype)),
+        (_randn(g, 4, 4, dtype=dtype), _randn(g, 7, 4, 4, dtype=dtype)),
+        (_randn(g, 2, 1, 3, 3, dtype=dtype), _randn(g, 3, 3, 3, dtype=dtype).mT),
+        (_randn(g, 3, 3, dtype=dtype).requires_grad_(), _randn(g, 3, 3, dtype=dtype)),
+        (_randn(g, 2, 70, 70, dtype=dtype), _randn(g, 2, 70, 70, dtype=dtype)),
+    ]
+    for a, b in cases:
+        a, b = a.to(dtype), b.to(dtype)
+        out = it._mm(a, b)
+        ref = (a @ b).detach()
+        assert out.dtype == dtype and out.shape == ref.shape
+        assert rel_err(out, ref) < tol
+    big = torch.full((2, 3, 3), 1e200 if dtype != F32 else 1e30, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isinf(it._mm(big, big).abs()).all()
+
+
 @pytest.mark.parametrize("dtype", [F64, C128, F32], ids=str)
 def test_cayley_smith_batches(dtype: torch.dtype) -> None:
     """The batched continuous-time iteration (Cayley transform + squared Smith doubling), one

@@ -3,8 +3,8 @@
 Hand-written because PyTorch has neither a Schur decomposition nor these adjoints.  Each solver
 is a :class:`torch.autograd.Function` whose
 
-* ``forward`` dispatches to a backend (scipy Bartels–Stewart, pure-torch iterations, Kronecker)
-  without ever recording the solver's iterations;
+* ``forward`` dispatches to a backend (scipy Bartels–Stewart, matmul-only torch iterations,
+  Kronecker) without ever recording the solver's iterations;
 * ``backward`` solves the adjoint equation (one more solve of the same kind, DESIGN §4) by
   calling the same Function, so the backward pass is itself differentiable (double backward);
 * ``jvp`` solves the tangent equation, again with the same Function (forward mode,
@@ -48,7 +48,10 @@ from ._common import (
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-_CHUNK_ELEMS = 1 << 15  # CPU torch iterations run on chunks of ≈ this many matrix entries
+# CPU torch iterations run on chunks of ≈ this many matrix entries (512 systems of 16 × 16: the
+# fastest of 64–1024 on the batch problems of benchmarks/solvers.py once the products go through
+# numpy; a whole 1024-batch no longer fits the cache)
+_CHUNK_ELEMS = 1 << 17
 
 
 def _count(batch: torch.Size) -> int:
