@@ -63,7 +63,8 @@ def _to_numpy(t: Tensor, batch: torch.Size) -> tuple[np.ndarray, np.ndarray]:
     own = t.shape[:-2]
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
-    t = t.detach()
+    if t.requires_grad:  # (no torch op otherwise: each costs µs next to a small LAPACK call)
+        t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
     if not own:  # unbatched fast path
@@ -613,8 +614,8 @@ def _riccati_scipy(
             msg = f"R must be positive definite (smallest eigenvalue {ev:.3e})"
             raise ValueError(msg) from None
     x = solver(a, ia, b, ib, q, iq, r, ir)
-    X = _from_numpy(x, A, batch)
-    return 0.5 * (X + X.mH)
+    x = 0.5 * (x + x.conj().swapaxes(-1, -2))  # in numpy: the scipy path runs no torch kernel
+    return _from_numpy(x, A, batch)
 
 
 def _gain_matrix(B: Tensor, R: Tensor) -> Tensor:
