@@ -54,9 +54,9 @@ _NUMPY_MATMUL_MAX_SIDE = 64
 def _mm(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` with broadcasting.  Real CPU matrices of side ≤ 64 go through numpy's matmul
     (one BLAS call per matrix, zero-copy views both ways): for the stacks of small products in
-    these iterations it is 1.4–3.5× faster than torch's batched CPU kernel in float32/float64
-    (``benchmarks/solvers.py`` times the solvers that use it).  Complex, CUDA and larger
-    matrices use ``torch.matmul``.  Never differentiated (see the module docstring)."""
+    these iterations it is faster than torch's batched CPU kernel in float32/float64 (section 4
+    of ``benchmarks/solvers.py`` prints the ratio).  Complex, CUDA and larger matrices use
+    ``torch.matmul``.  Never differentiated (see the module docstring)."""
     if (
         a.device.type == "cpu"
         and b.device.type == "cpu"
