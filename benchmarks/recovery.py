@@ -21,6 +21,7 @@ s.d., inducing points, learning-rate decay, frozen latents...).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -59,7 +60,8 @@ class Problem:
 PROBLEMS = [
     Problem(
         "ring", "ring T1, 50 neurons, 500 bins",
-        lambda seed: datasets.head_direction_ring(n_neurons=50, n_time=500, seed=seed),
+        lambda seed, n_time=500: datasets.head_direction_ring(n_neurons=50, n_time=n_time,
+                                                            seed=seed),
         "T1", 0.15, "median |latent error| (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4},
@@ -69,8 +71,8 @@ PROBLEMS = [
         # an arc of some angles (benchmarks/decoding_oracle.py prints the range), and an arc can
         # be warped freely by the tuning curves, so no fit is identifiable up to a torus isometry
         "t2", "torus T2, 100 neurons, 500 bins, 400 deg/s",
-        lambda seed: datasets.torus(d=2, n_neurons=100, n_time=500, seed=seed,
-                                    angular_velocity_sd=400.0),
+        lambda seed, n_time=500: datasets.torus(d=2, n_neurons=100, n_time=n_time, seed=seed,
+                                                angular_velocity_sd=400.0),
         "T2", 0.25, "median |latent error| per angle (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4, "batch_size": 100, "early_stopping": False,
@@ -78,7 +80,7 @@ PROBLEMS = [
     ),
     Problem(
         "so3", "SO(3), 150 neurons, 500 bins",
-        lambda seed: datasets.so3(n_neurons=150, n_time=500, seed=seed),
+        lambda seed, n_time=500: datasets.so3(n_neurons=150, n_time=n_time, seed=seed),
         "SO3", 0.3, "median geodesic error = rotation angle (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4, "batch_size": 100, "early_stopping": False},
@@ -86,7 +88,7 @@ PROBLEMS = [
     ),
     Problem(
         "s3", "sphere S3, 150 neurons, 500 bins",
-        lambda seed: datasets.sphere3(n_neurons=150, n_time=500, seed=seed),
+        lambda seed, n_time=500: datasets.sphere3(n_neurons=150, n_time=n_time, seed=seed),
         "S3", 0.3, "median geodesic error (rad)",
         {"prior": "brownian"},
         {"n_iter": 1000, "n_mc": 4, "batch_size": 100, "early_stopping": False,
@@ -96,7 +98,7 @@ PROBLEMS = [
 TUNING_THRESHOLD = 0.9
 #: the keyword arguments of :func:`run` that the command line sets (one flag each)
 RUN_OVERRIDES = ("init", "step_sd", "n_iter", "coupling", "n_inducing", "step_sd_init",
-                 "freeze_latents", "latent_sd", "burnin", "lr_final")
+                 "freeze_latents", "latent_sd", "burnin", "lr_final", "rho_init", "n_time")
 
 
 def tuning_correlation(model, data, al) -> float:
@@ -126,6 +128,8 @@ def run(
     latent_sd: float | None = None,
     burnin: float | None = None,
     lr_final: float | None = None,
+    rho_init: float | None = None,
+    n_time: int | None = None,
 ) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
     the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
@@ -137,8 +141,10 @@ def run(
     (posterior s.d. 0.01) and fits only the tuning curves: with ``init="truth"``, an upper bound
     on the tuning-curve correlation a fit can reach on these data; ``latent_sd`` the initial
     posterior s.d. of the latents (default: the model's); ``burnin`` the KL-annealing time
-    constant and ``lr_final`` the learning-rate decay (default: ``fit``'s)."""
-    data = problem.make(seed)
+    constant and ``lr_final`` the learning-rate decay (default: ``fit``'s); ``rho_init`` the
+    initial lag-1 correlation of the ``"ar1"`` posterior (default 0.5); ``n_time`` the
+    recording's length in bins (default 500: the issue's)."""
+    data = problem.make(seed) if n_time is None else problem.make(seed, n_time=n_time)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
         model_kwargs["prior_kwargs"] = {"step_sd": step_sd, "learn": False}
@@ -152,6 +158,11 @@ def run(
         model_kwargs["latent_sd"] = latent_sd
     model = mgplvm.MGPLVM(problem.manifold, data.n_neurons, data.n_time, n_trials=data.n_trials,
                           bin_size=data.bin_size, seed=seed, **model_kwargs)
+    if rho_init is not None:
+        if model.latents.coupling != "ar1":
+            raise ValueError("--rho-init needs --coupling ar1")
+        with torch.no_grad():
+            model.latents.raw_rho.fill_(math.log(rho_init / (1 - rho_init)))
     init = problem.init if init is None else init
     if init == "truth":
         model.init_from_data(data.Y, init=torch.as_tensor(data.latents))
@@ -217,6 +228,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n-iter", type=int, default=None, help="override the iteration count")
     ap.add_argument("--coupling", choices=["none", "ar1"], default=None,
                     help="override the latent posterior's coupling over bins")
+    ap.add_argument("--rho-init", type=float, default=None,
+                    help="initial lag-1 correlation of the ar1 posterior (needs --coupling ar1)")
+    ap.add_argument("--n-time", type=int, default=None,
+                    help="recording length in bins (default: the issue's 500)")
     ap.add_argument("--n-inducing", type=int, default=None,
                     help="override the number of inducing points")
     ap.add_argument("--threads", type=int, default=1)
@@ -239,7 +254,9 @@ def main(argv=None) -> int:
           f"{', latents frozen' if args.freeze_latents else ''}"
           f"{f', initial posterior s.d. {args.latent_sd}' if args.latent_sd else ''}"
           f"{f', KL annealing {args.burnin} iterations' if args.burnin is not None else ''}"
-          f"{f', learning rate decaying to {args.lr_final}×' if args.lr_final else ''}")
+          f"{f', learning rate decaying to {args.lr_final}×' if args.lr_final else ''}"
+          f"{f', ar1 posterior ρ starting at {args.rho_init}' if args.rho_init else ''}"
+          f"{f', {args.n_time} bins' if args.n_time else ''}")
     all_pass = True
     for problem in PROBLEMS:
         if problem.key not in keys:
@@ -252,7 +269,10 @@ def main(argv=None) -> int:
         errs = ", ".join(f"{e:.3f}" for e in out["errors"])
         if problem.manifold == "SO3":  # also in the S³ (half-angle) convention of SO3.dist
             errs += f" (half-angle / quaternion distance {out['errors'][0] / 2:.3f})"
-        print(f"{problem.label}: {out['n_iter']} iterations ({out['reason']}), "
+        label = problem.label
+        if args.n_time:
+            label = label.replace("500 bins", f"{args.n_time} bins")
+        print(f"{label}: {out['n_iter']} iterations ({out['reason']}), "
               f"{out['elapsed']:.0f} s ({out['seconds_per_iter']:.3f} s/iter), "
               f"final ELBO {out['elbo']:.1f} (full data, 32 MC samples)")
         print(f"  {problem.error_name}: {errs}  (threshold < {problem.threshold}: "
