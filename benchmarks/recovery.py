@@ -52,6 +52,8 @@ class Problem:
     #: from one point instead of untangling a random start, which works better on SO(3), whose
     #: tuning is quadratic in the quaternion so that its PCs carry no angle)
     init: str = "pca"
+    #: recording length in bins (the issue's); ``make(seed, n_time)`` and ``label`` take it
+    n_time: int = 500
 
 
 # T² and S³ decay the learning rate over the second half of the fit (``lr_final``): at a constant
@@ -59,9 +61,8 @@ class Problem:
 # the identity start, the decay did not help (0.914 rad with it, 0.868 without), so it is off there.
 PROBLEMS = [
     Problem(
-        "ring", "ring T1, 50 neurons, 500 bins",
-        lambda seed, n_time=500: datasets.head_direction_ring(n_neurons=50, n_time=n_time,
-                                                            seed=seed),
+        "ring", "ring T1, 50 neurons, {n_time} bins",
+        lambda seed, n_time: datasets.head_direction_ring(n_neurons=50, n_time=n_time, seed=seed),
         "T1", 0.15, "median |latent error| (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4},
@@ -70,25 +71,25 @@ PROBLEMS = [
         # 400 deg/s (not the generator's default 100): at 100 deg/s a 12.5 s recording visits only
         # an arc of some angles (benchmarks/decoding_oracle.py prints the range), and an arc can
         # be warped freely by the tuning curves, so no fit is identifiable up to a torus isometry
-        "t2", "torus T2, 100 neurons, 500 bins, 400 deg/s",
-        lambda seed, n_time=500: datasets.torus(d=2, n_neurons=100, n_time=n_time, seed=seed,
-                                                angular_velocity_sd=400.0),
+        "t2", "torus T2, 100 neurons, {n_time} bins, 400 deg/s",
+        lambda seed, n_time: datasets.torus(d=2, n_neurons=100, n_time=n_time, seed=seed,
+                                            angular_velocity_sd=400.0),
         "T2", 0.25, "median |latent error| per angle (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4, "batch_size": 100, "early_stopping": False,
          "lr_final": 0.02},
     ),
     Problem(
-        "so3", "SO(3), 150 neurons, 500 bins",
-        lambda seed, n_time=500: datasets.so3(n_neurons=150, n_time=n_time, seed=seed),
+        "so3", "SO(3), 150 neurons, {n_time} bins",
+        lambda seed, n_time: datasets.so3(n_neurons=150, n_time=n_time, seed=seed),
         "SO3", 0.3, "median geodesic error = rotation angle (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4, "batch_size": 100, "early_stopping": False},
         init="identity",
     ),
     Problem(
-        "s3", "sphere S3, 150 neurons, 500 bins",
-        lambda seed, n_time=500: datasets.sphere3(n_neurons=150, n_time=n_time, seed=seed),
+        "s3", "sphere S3, 150 neurons, {n_time} bins",
+        lambda seed, n_time: datasets.sphere3(n_neurons=150, n_time=n_time, seed=seed),
         "S3", 0.3, "median geodesic error (rad)",
         {"prior": "brownian"},
         {"n_iter": 1000, "n_mc": 4, "batch_size": 100, "early_stopping": False,
@@ -143,8 +144,8 @@ def run(
     posterior s.d. of the latents (default: the model's); ``burnin`` the KL-annealing time
     constant and ``lr_final`` the learning-rate decay (default: ``fit``'s); ``rho_init`` the
     initial lag-1 correlation of the ``"ar1"`` posterior (default 0.5); ``n_time`` the
-    recording's length in bins (default 500: the issue's)."""
-    data = problem.make(seed) if n_time is None else problem.make(seed, n_time=n_time)
+    recording's length in bins (default: the problem's, the issue's 500)."""
+    data = problem.make(seed, problem.n_time if n_time is None else n_time)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
         model_kwargs["prior_kwargs"] = {"step_sd": step_sd, "learn": False}
@@ -269,9 +270,7 @@ def main(argv=None) -> int:
         errs = ", ".join(f"{e:.3f}" for e in out["errors"])
         if problem.manifold == "SO3":  # also in the S³ (half-angle) convention of SO3.dist
             errs += f" (half-angle / quaternion distance {out['errors'][0] / 2:.3f})"
-        label = problem.label
-        if args.n_time:
-            label = label.replace("500 bins", f"{args.n_time} bins")
+        label = problem.label.format(n_time=args.n_time or problem.n_time)
         print(f"{label}: {out['n_iter']} iterations ({out['reason']}), "
               f"{out['elapsed']:.0f} s ({out['seconds_per_iter']:.3f} s/iter), "
               f"final ELBO {out['elbo']:.1f} (full data, 32 MC samples)")

@@ -165,11 +165,18 @@ def backward_table(kinds: list[str], sizes: list[int], quick: bool, full: bool) 
     return rows
 
 
+def _batch(
+    kind: str, count: int, n: int
+) -> tuple[list[dict[str, np.ndarray]], dict[str, torch.Tensor]]:
+    """``count`` problems (seeds 0, 1, ...) as a list for the scipy loop and stacked for ours."""
+    probs = [_problem(kind, n, seed=s) for s in range(count)]
+    return probs, {k: torch.tensor(np.stack([p[k] for p in probs])) for k in probs[0]}
+
+
 def batch_table(kinds: list[str], count: int, n: int, quick: bool) -> list[tuple]:
     rows = []
     for kind in kinds:
-        probs = [_problem(kind, n, seed=s) for s in range(count)]
-        stacked = {k: torch.tensor(np.stack([p[k] for p in probs])) for k in probs[0]}
+        probs, stacked = _batch(kind, count, n)
 
         def loop(probs=probs, kind=kind) -> None:
             for p in probs:
@@ -227,8 +234,7 @@ def chunk_table(kinds: list[str], count: int, n: int, sizes: list[int], quick: b
     the scipy loop: how ``_functions._CHUNK_ELEMS`` was chosen."""
     default = _fn._CHUNK_ELEMS
     for kind in kinds:
-        probs = [_problem(kind, n, seed=s) for s in range(count)]
-        stacked = {k: torch.tensor(np.stack([p[k] for p in probs])) for k in probs[0]}
+        probs, stacked = _batch(kind, count, n)
 
         def run(systems: int, stacked=stacked, kind=kind) -> None:
             _fn._CHUNK_ELEMS = systems * n * n
