@@ -48,9 +48,9 @@ from ._common import (
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-# CPU torch iterations run on chunks of ≈ this many matrix entries (512 systems of 16 × 16: the
-# fastest of 64–1024 on the batch problems of benchmarks/solvers.py once the products go through
-# numpy; a whole 1024-batch no longer fits the cache)
+# CPU torch iterations run on chunks of ≈ this many matrix entries: 512 systems of 16 × 16, at or
+# near the fastest of 128–1024 systems per chunk on every batch problem of benchmarks/solvers.py
+# (`--chunk-sizes`) once the products go through numpy; one chunk of 1024 was clearly slower
 _CHUNK_ELEMS = 1 << 17
 
 
