@@ -97,9 +97,22 @@ PROBLEMS = [
     ),
 ]
 TUNING_THRESHOLD = 0.9
-#: the keyword arguments of :func:`run` that the command line sets (one flag each)
-RUN_OVERRIDES = ("init", "step_sd", "n_iter", "coupling", "n_inducing", "step_sd_init",
-                 "freeze_latents", "latent_sd", "burnin", "lr_final", "rho_init", "n_time")
+#: the keyword arguments of :func:`run` that the command line sets (one flag each), with how the
+#: run's header describes a value that was set (None: not described)
+RUN_OVERRIDES = {
+    "init": "latents initialised by {}",
+    "step_sd": "Brownian step s.d. fixed at {}",
+    "coupling": "latent coupling {}",
+    "n_inducing": "{} inducing points",
+    "step_sd_init": "learned step s.d. starting at {}",
+    "freeze_latents": "latents frozen",
+    "latent_sd": "initial posterior s.d. {}",
+    "burnin": "KL annealing {} iterations",
+    "lr_final": "learning rate decaying to {}×",
+    "rho_init": "ar1 posterior ρ starting at {}",
+    "n_time": "{} bins",
+    "n_iter": None,
+}
 
 
 def tuning_correlation(model, data, al) -> float:
@@ -245,25 +258,19 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown problem(s) {sorted(unknown)}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    overrides = {k: getattr(args, k) for k in RUN_OVERRIDES}
+    described = "".join(
+        ", " + phrase.format(overrides[k])
+        for k, phrase in RUN_OVERRIDES.items()
+        if phrase is not None and overrides[k] is not None and overrides[k] is not False
+    )
     print(f"recovery: seed {args.seed}, {torch.get_num_threads()} thread(s), load average "
-          f"{load:.1f}{' (quick)' if args.quick else ''}"
-          f"{f', latents initialised by {args.init}' if args.init else ''}"
-          f"{f', Brownian step s.d. fixed at {args.step_sd}' if args.step_sd else ''}"
-          f"{f', latent coupling {args.coupling}' if args.coupling else ''}"
-          f"{f', {args.n_inducing} inducing points' if args.n_inducing else ''}"
-          f"{f', learned step s.d. starting at {args.step_sd_init}' if args.step_sd_init else ''}"
-          f"{', latents frozen' if args.freeze_latents else ''}"
-          f"{f', initial posterior s.d. {args.latent_sd}' if args.latent_sd else ''}"
-          f"{f', KL annealing {args.burnin} iterations' if args.burnin is not None else ''}"
-          f"{f', learning rate decaying to {args.lr_final}×' if args.lr_final else ''}"
-          f"{f', ar1 posterior ρ starting at {args.rho_init}' if args.rho_init else ''}"
-          f"{f', {args.n_time} bins' if args.n_time else ''}")
+          f"{load:.1f}{' (quick)' if args.quick else ''}{described}")
     all_pass = True
     for problem in PROBLEMS:
         if problem.key not in keys:
             continue
-        out = run(problem, args.seed, args.quick, args.progress,
-                  **{k: getattr(args, k) for k in RUN_OVERRIDES})
+        out = run(problem, args.seed, args.quick, args.progress, **overrides)
         ok_lat = all(e < problem.threshold for e in out["errors"])
         ok_tc = out["tuning_corr"] > TUNING_THRESHOLD
         all_pass &= ok_lat and ok_tc
