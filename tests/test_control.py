@@ -202,11 +202,12 @@ def test_against_scipy(eq: str, n: int, shapes: str, dtype: torch.dtype) -> None
     assert rel_err(X, ref) < RTOL[dtype]
 
 
-@pytest.mark.parametrize("dtype", [F64, C128], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("eq", EQS)
 def test_against_scipy_n64(eq: str, dtype: torch.dtype) -> None:
     args = make_problem(eq, 64, dtype, seed=64)
     X = solve(eq, *args)
+    assert X.dtype == dtype
     assert rel_err(X, oracle(eq, *args)) < RTOL[dtype]
 
 
@@ -598,6 +599,50 @@ def test_chain_non_normal(eq: str, alpha: float) -> None:
     Xt, info = solve(eq, *args, backend="torch", return_info=True)
     assert info.backend == "torch"
     assert rel_err(Xt, ref) < 1e-9
+
+
+@pytest.mark.parametrize("eq", ["care", "dare"])
+def test_riccati_fast_path_and_fallback(eq: str) -> None:
+    """The CPU Riccati solves: CARE by Laub's ordered Schur method on the Hamiltonian, DARE by
+    QZ on the 2n × 2n symplectic pencil, both with scipy's solver as fallback.
+    Well-conditioned problems (the non-normal chains, a complex one) take the fast path and
+    agree with scipy; where its residual or U₁₁ is not clean it declines (returns None) and the
+    default solve is exactly scipy's."""
+    from mgplvm.control._scipy import care_laub, dare_pencil
+
+    fast = care_laub if eq == "care" else dare_pencil
+    for alpha in (1.0, 2.0, 3.0):
+        A, B, Q, R = (t.numpy() for t in chain_problem(eq, alpha))
+        X = fast(A, B, Q, R)
+        assert X is not None
+        Xs = _SCIPY[eq](A, B, Q, R)
+        assert np.linalg.norm(X - Xs) / np.linalg.norm(Xs) < 1e-10
+    A, B, Q, R = (t.numpy() for t in make_problem(eq, 5, C128, seed=3))
+    X = fast(A, B, Q, R)
+    assert X is not None and X.dtype == np.complex128
+    Xs = _SCIPY[eq](A, B, Q, R)
+    assert np.linalg.norm(X - Xs) / np.linalg.norm(Xs) < 1e-10
+
+    eye2, one = np.eye(2), np.eye(1)
+    unstable_mode = np.diag([1.0, -1.0] if eq == "care" else [1.5, 0.5])
+    declined = {
+        # the unstable mode barely reachable: ‖X‖ ~ 3e6 (CARE), 4e6 (DARE)
+        "near-unstabilisable": (unstable_mode, np.array([[1e-3], [1.0]]), eye2, one),
+        "unstabilisable": (unstable_mode, np.array([[0.0], [1.0]]), eye2, one),
+        "R indefinite": (-0.5 * np.eye(2), np.ones((2, 1)), eye2, -one),
+    }
+    rng = np.random.default_rng(0)
+    D = np.diag(10.0 ** np.arange(-6, 6, 2))  # a scaling only scipy's balancing undoes
+    A0 = rng.standard_normal((6, 6))
+    A0 = A0 - 3 * np.eye(6) if eq == "care" else A0 / (1.2 * np.abs(np.linalg.eigvals(A0)).max())
+    Di = np.linalg.inv(D)
+    declined["badly scaled"] = (D @ A0 @ Di, D @ rng.standard_normal((6, 2)), Di @ Di, eye2)
+    for name, (A, B, Q, R) in declined.items():
+        assert fast(A, B, Q, R) is None, name
+    for name in ("badly scaled", "near-unstabilisable"):
+        args = declined[name]
+        X = solve(eq, *(torch.tensor(t) for t in args)).numpy()
+        np.testing.assert_array_equal(X, _SCIPY[eq](*args), err_msg=name)
 
 
 def test_eigendecomposition_would_miss_on_chain() -> None:

@@ -436,11 +436,163 @@ def _riccati(
     return out
 
 
+def _lhp_real(wr: float, wi: float) -> int:
+    return int(wr < 0.0)
+
+
+def _lhp_complex(w: complex) -> int:
+    return int(w.real < 0.0)
+
+
+def _iuc_real(ar: float, ai: float, b: float) -> int:
+    return int(ar * ar + ai * ai < b * b)
+
+
+def _iuc_complex(a: complex, b: complex) -> int:
+    return int(abs(a) < abs(b))
+
+
+def _riccati_double(
+    A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray
+) -> tuple[np.ndarray, ...] | None:
+    """The inputs in double precision, plus G = BR⁻¹Bᴴ (through a Cholesky factor of R);
+    None if R is not positive definite."""
+    dt = np.result_type(A, B, Q, R, np.float64)
+    A, B, Q, R = (np.asarray(t, dtype=dt) for t in (A, B, Q, R))
+    try:
+        L = np.linalg.cholesky(R)
+    except np.linalg.LinAlgError:
+        return None
+    W = sla.solve_triangular(L, B.conj().T, lower=True, check_finite=False)
+    return A, B, Q, R, W.conj().T @ W
+
+
+def _lwork(name: str, n2: int, query: Callable[[], Any]) -> int:
+    key = (name, n2)
+    lwork = _LWORK.get(key)
+    if lwork is None:
+        lwork = max(int(np.real(query()[-2][0])), 8 * n2 + 16)
+        _LWORK[key] = lwork
+    return lwork
+
+
+def _graph_solution(Z: np.ndarray, n: int) -> np.ndarray | None:
+    """X = U₂₁U₁₁⁻¹ (Hermitian part) from the first n columns [U₁₁; U₂₁] of an orthonormal
+    basis of the stable subspace; None when U₁₁ has rcond < √eps (scipy's own criterion)."""
+    dt = Z.dtype
+    U11, U21 = np.asfortranarray(Z[:n, :n]), Z[n:, :n]
+    lu, piv, info = _lapack("getrf", dt)(U11)
+    if info != 0:
+        return None
+    rcond, info = _lapack("gecon", dt)(lu, float(np.abs(U11).sum(axis=0).max()), norm="1")
+    if info != 0 or not rcond >= np.sqrt(np.finfo(dt).eps):
+        return None
+    X = _lu_solve((lu, piv), np.ascontiguousarray(U21.conj().T), trans=2).conj().T
+    return 0.5 * (X + X.conj().T)
+
+
+def _clean(resid: np.ndarray, den: float, n: int) -> bool:
+    """Relative residual ≤ 10³·n·eps (NaN fails)."""
+    return bool(_fro(resid) <= 1e3 * n * np.finfo(resid.dtype).eps * den)
+
+
+def care_laub(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray | None:
+    """Stabilising solution of AᴴX + XA − XBR⁻¹BᴴX + Q = 0 by Laub's Schur method, or None.
+
+    Hand-written (scipy only has the QZ method on the extended pencil): the Hamiltonian
+    H = [[A, −G], [−Q, −Aᴴ]], G = BR⁻¹Bᴴ, is brought to real/complex Schur form with its
+    left-half-plane eigenvalues ordered first (one LAPACK ``?gees`` call with a selection);
+    the first n Schur vectors [U₁₁; U₂₁] span the stable invariant subspace and X = U₂₁U₁₁⁻¹.
+    A 2n × 2n eigenproblem instead of scipy's (2n + m) × (2n + m) QZ with balancing.  Computed
+    in double precision.  Returns None — and the caller falls back to scipy's QZ solver — when
+    the solution is not found cleanly: R not positive definite, not exactly n stable
+    eigenvalues, U₁₁ ill-conditioned, or a relative residual above 10³·n·eps (badly scaled or
+    nearly unstabilisable problems, where scipy's balancing and QZ do better).
+    """
+    prep = _riccati_double(A, B, Q, R)
+    if prep is None:
+        return None
+    A, _, Q, _, G = prep
+    n = A.shape[-1]
+    Ah = A.conj().T
+    H = np.empty((2 * n, 2 * n), dtype=A.dtype, order="F")
+    H[:n, :n], H[:n, n:], H[n:, :n], H[n:, n:] = A, -G, -Q, -Ah
+    gees = _lapack("gees", H.dtype)
+    lwork = _lwork("gees" + H.dtype.char, 2 * n, lambda: gees(_select, H, lwork=-1))
+    select = _lhp_complex if np.iscomplexobj(H) else _lhp_real
+    res = gees(select, H, lwork=lwork, sort_t=1, overwrite_a=1)
+    if res[-1] != 0 or res[1] != n:  # failed, reordering failed, or not n stable eigenvalues
+        return None
+    X = _graph_solution(res[-3], n)
+    if X is None:
+        return None
+    AX = Ah @ X
+    XGX = X @ G @ X
+    den = 2 * _fro(A) * _fro(X) + _fro(XGX) + _fro(Q)
+    return X if _clean(AX + AX.conj().T - XGX + Q, den, n) else None
+
+
+def dare_pencil(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray | None:
+    """Stabilising solution of AᴴXA − X − AᴴXB(R + BᴴXB)⁻¹BᴴXA + Q = 0 from the 2n × 2n
+    symplectic pencil, or None.
+
+    Hand-written (scipy runs QZ on the balanced (2n + m) × (2n + m) extended pencil): the
+    pencil L − λM, L = [[A, 0], [−Q, I]], M = [[I, G], [0, Aᴴ]], G = BR⁻¹Bᴴ, is brought to
+    generalised Schur form with the eigenvalues inside the unit circle ordered first (one LAPACK
+    ``?gges`` call with a selection); the first n right Schur vectors [U₁₁; U₂₁] give
+    X = U₂₁U₁₁⁻¹.  A singular A only adds infinite eigenvalues.  Double precision; None (the
+    caller then uses scipy) under the same conditions as :func:`care_laub`.
+    """
+    prep = _riccati_double(A, B, Q, R)
+    if prep is None:
+        return None
+    A, B, Q, R, G = prep
+    n = A.shape[-1]
+    dt = A.dtype
+    Ah = A.conj().T
+    L = np.zeros((2 * n, 2 * n), dtype=dt, order="F")
+    M = np.zeros((2 * n, 2 * n), dtype=dt, order="F")
+    L[:n, :n], L[n:, :n] = A, -Q
+    M[:n, n:], M[n:, n:] = G, Ah
+    idx = np.arange(n)
+    L[n + idx, n + idx] = 1.0
+    M[idx, idx] = 1.0
+    gges = _lapack("gges", dt)
+    complex_ = np.iscomplexobj(L)
+    select = _iuc_complex if complex_ else _iuc_real
+    lwork = _lwork("gges" + dt.char, 2 * n, lambda: gges(select, L, M, lwork=-1, jobvsl=0))
+    res = gges(select, L, M, jobvsl=0, sort_t=1, lwork=lwork, overwrite_a=1, overwrite_b=1)
+    if res[-1] != 0 or res[2] != n:
+        return None
+    X = _graph_solution(res[-3], n)
+    if X is None:
+        return None
+    XB = X @ B
+    P = XB.conj().T @ A
+    T = P.conj().T @ np.linalg.solve(R + B.conj().T @ XB, P)
+    den = _fro(A) ** 2 * _fro(X) + _fro(X) + _fro(T) + _fro(Q)
+    return X if _clean(Ah @ X @ A - X - T + Q, den, n) else None
+
+
+def _care_one(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
+    X = care_laub(A, B, Q, R)
+    return sla.solve_continuous_are(A, B, Q, R) if X is None else X
+
+
+def _dare_one(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
+    X = dare_pencil(A, B, Q, R)
+    return sla.solve_discrete_are(A, B, Q, R) if X is None else X
+
+
 def care(*args: np.ndarray) -> np.ndarray:
-    """AᴴX + XA − XBR⁻¹BᴴX + Q = 0 per system (scipy.linalg.solve_continuous_are)."""
-    return _riccati(sla.solve_continuous_are, "CARE", *args)
+    """AᴴX + XA − XBR⁻¹BᴴX + Q = 0 per system: Laub's ordered Schur method
+    (:func:`care_laub`), falling back to scipy.linalg.solve_continuous_are (QZ on the
+    balanced extended pencil) whenever that does not give a clean solution."""
+    return _riccati(_care_one, "CARE", *args)
 
 
 def dare(*args: np.ndarray) -> np.ndarray:
-    """AᴴXA − X − AᴴXB(R + BᴴXB)⁻¹BᴴXA + Q = 0 (scipy.linalg.solve_discrete_are)."""
-    return _riccati(sla.solve_discrete_are, "DARE", *args)
+    """AᴴXA − X − AᴴXB(R + BᴴXB)⁻¹BᴴXA + Q = 0 per system: QZ on the 2n × 2n symplectic
+    pencil (:func:`dare_pencil`), falling back to scipy.linalg.solve_discrete_are whenever that
+    does not give a clean solution."""
+    return _riccati(_dare_one, "DARE", *args)

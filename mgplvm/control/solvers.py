@@ -7,7 +7,10 @@ mode (adjoint equations) and forward mode (tangent equations); see DESIGN.md §4
 Backends (``backend=``):
 
 ``"scipy"``  Bartels–Stewart (Schur + triangular solve, LAPACK via scipy) on CPU, one system at a
-             time; Riccati equations through scipy's ``solve_*_are``.
+             time; CARE by Laub's ordered Schur method on the Hamiltonian (LAPACK ``?gees``),
+             handing any system it does not solve cleanly (residual, conditioning) to scipy's
+             ``solve_continuous_are`` (QZ); DARE likewise by QZ on the 2n × 2n symplectic
+             pencil, with scipy's ``solve_discrete_are`` as its fallback.
 ``"torch"``  matmul/LU-only iterations, batched, on any device: Cayley transform + squared
              Smith doubling (continuous Lyapunov, Sylvester; one inverse, then products), with
              the Newton sign function for any system it leaves unconverged; squared Smith
@@ -225,7 +228,9 @@ def solve_continuous_are(
 
     Args:
         A: (..., n, n).  B: (..., n, m).  Q: (..., n, n).  R: (..., m, m).  Batch dims broadcast.
-        backend: "auto", "scipy" or "torch" (Hamiltonian sign function + Newton–Kleinman).
+        backend: "auto", "scipy" (Laub's ordered Schur method, scipy's QZ solver where Laub's
+            residual or conditioning is not clean) or "torch" (Hamiltonian sign function +
+            Newton–Kleinman).
         check: validate values, symmetry of Q, R and positive definiteness of R.
         return_info: also return :class:`SolveInfo` with the relative residual.
         maxiter: iteration cap of the torch backend.
@@ -262,7 +267,9 @@ def solve_discrete_are(
 
     Args:
         A: (..., n, n).  B: (..., n, m).  Q: (..., n, n).  R: (..., m, m).  Batch dims broadcast.
-        backend: "auto", "scipy" or "torch" (structured doubling algorithm).
+        backend: "auto", "scipy" (QZ on the 2n × 2n symplectic pencil, scipy's extended-pencil
+            solver where its residual or conditioning is not clean) or "torch" (structured
+            doubling algorithm).
         check: validate values, symmetry of Q, R and positive definiteness of R.
         return_info: also return :class:`SolveInfo` with the relative residual.
         maxiter: iteration cap of the torch backend.
