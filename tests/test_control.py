@@ -622,6 +622,14 @@ def test_riccati_fast_path_and_fallback(eq: str) -> None:
     assert X is not None and X.dtype == np.complex128
     Xs = _SCIPY[eq](A, B, Q, R)
     assert np.linalg.norm(X - Xs) / np.linalg.norm(Xs) < 1e-10
+    if eq == "dare":  # a singular A only adds infinite eigenvalues to the pencil
+        A, B, Q, R = (t.numpy() for t in make_problem(eq, 5, F64, seed=4))
+        A = A.copy()
+        A[:, 0] = 0.0
+        X = fast(A, B, Q, R)
+        assert X is not None
+        Xs = _SCIPY[eq](A, B, Q, R)
+        assert np.linalg.norm(X - Xs) / np.linalg.norm(Xs) < 1e-10
 
     eye2, one = np.eye(2), np.eye(1)
     unstable_mode = np.diag([1.0, -1.0] if eq == "care" else [1.5, 0.5])

@@ -1,4 +1,6 @@
-"""CPU backend: Bartels–Stewart through LAPACK (``?gees`` + ``?trsyl``) and scipy's Riccati solvers.
+"""CPU backend: Bartels–Stewart through LAPACK (``?gees`` + ``?trsyl``); Riccati equations by
+Laub's ordered Schur method (CARE) and QZ on the 2n × 2n symplectic pencil (DARE), with scipy's
+extended-pencil solvers as the fallback (see :func:`care_laub`).
 
 Hand-written because PyTorch has no Schur decomposition.  The Lyapunov/Sylvester solves call
 the LAPACK routines that :func:`scipy.linalg.solve_sylvester` uses, directly, so that
