@@ -31,7 +31,10 @@ once), ``mean = c + K_fu α`` and ``var = s² + jitter + diag(K_fu B K_uf)``. Th
 ``(P, M)`` are computed once for all neurons; no ``P × P`` matrix is formed; forward and backward
 each cost one batched ``N M² P`` matmul and memory stays ``O(N M chunk)`` when needed. In float32 a
 whitened variant (GPyTorch's ``ComputePredictiveUpdates``) is used instead, which avoids the
-cancellation in ``B``. Other kernels go through ``ApproximateGP.__call__``.
+cancellation in ``B``. On the circle T¹ with the RBF kernel (float64) the same marginals are
+computed from the kernel's Fourier series (:func:`_circle_marginals`, ``gp_mode="circle"``, the
+default there): O(K) work per input and neuron, K ≈ 10–40 terms, instead of O(M²). Other kernels go
+through ``ApproximateGP.__call__``.
 """
 
 from __future__ import annotations
@@ -265,6 +268,82 @@ class _SVGPMarginals(torch.autograd.Function):
         return gD, gc, gs2, galpha, gB, None, None, None, None
 
 
+# ------------------------------------------------------------------------ circle (T¹) GP path
+#: quadrature points for the Fourier coefficients of the circle's RBF kernel; the truncation |k| ≤ K
+#: keeps every coefficient above ``_CIRCLE_TOL`` relative to the largest, and a kernel that needs
+#: K > ``_CIRCLE_MAX_K`` (a lengthscale below ≈ 0.1 rad) takes the dense fused path instead
+_CIRCLE_GRID = 512
+_CIRCLE_TOL = 1e-15
+_CIRCLE_MAX_K = 96
+
+
+def _circle_coefficients(c: torch.Tensor) -> torch.Tensor:
+    """Fourier coefficients ``κ (N, Q/2 + 1)``, k = 0 … Q/2, of the circle RBF profile
+    ``φ_n(Δ) = exp(−c_n(1 − cos Δ)) = Σ_k κ_nk e^{ikΔ}`` (``κ_nk = e^{−c_n} I_k(c_n)``) for
+    ``c (N,)``, by the trapezoid rule on Q = ``_CIRCLE_GRID`` points: exact up to aliasing from
+    |k| ≥ Q − K, negligible because κ decays faster than geometrically. Differentiable in ``c``."""
+    w = torch.arange(_CIRCLE_GRID, dtype=c.dtype, device=c.device) * (2 * math.pi / _CIRCLE_GRID)
+    f = torch.exp(-c[:, None] * (1 - torch.cos(w)))
+    return torch.fft.rfft(f, dim=-1).real / _CIRCLE_GRID
+
+
+def _circle_truncation(kappa: torch.Tensor) -> int:
+    """Smallest K with every |κ_nk| < ``_CIRCLE_TOL`` κ_n0 for k > K − 2 (two terms of margin)."""
+    with torch.no_grad():
+        big = (kappa.abs() >= _CIRCLE_TOL * kappa[:, :1]).any(0)  # (Q/2 + 1,)
+        last = int(torch.nonzero(big).max()) if bool(big.any()) else 0
+    return last + 2
+
+
+def _circle_marginals(
+    theta: torch.Tensor,
+    z: torch.Tensor,
+    kappa: torch.Tensor,
+    s2: torch.Tensor,
+    alpha: torch.Tensor,
+    B: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean = K α`` and ``quad = diag(K B Kᵀ)`` ``(N, P)`` of :class:`_SVGPMarginals` for the RBF
+    kernel on the circle, ``K_npm = s²_n φ_n(θ_p − z_m)``, through the Fourier series of φ.
+
+    Hand-written (neither GPyTorch nor geoopt has it). With ``φ_n(Δ) = Σ_{|k|≤K} κ_nk e^{ikΔ}``,
+    ``K = Φ Ψ``, ``Φ_pk = s²κ_k e^{ikθ_p}``, ``Ψ_km = e^{−ikz_m}``, so
+    ``mean_p = Σ_k a_k e^{ikθ_p}`` with ``a = s²κ ⊙ Ψα``, and
+    ``quad_p = Σ_{k,k'} W_kk' e^{i(k−k')θ_p} = Σ_{j=−2K}^{2K} C_j e^{ijθ_p}`` with
+    ``W = s⁴ diag(κ) Ψ B Ψᴴ diag(κ)`` and ``C_j`` the sum of W's j-th diagonal. Both are real
+    trigonometric series in θ (``a_{−k} = ā_k``, ``C_{−j} = C̄_j``), evaluated by one real matmul
+    of ``(2N, 2(2K+1))`` coefficients with the ``(2(2K+1), P)`` basis cos jθ, sin jθ: per input
+    and neuron O(K) work instead of the dense path's O(M²), the same ``s²`` and ``B``.
+    ``theta (P,)``, ``z (M,)``, ``kappa (N, K+1)`` (k = 0 … K), ``s2 (N,)``, ``alpha (N, M)``,
+    ``B (N, M, M)`` symmetric.
+    """
+    N, K1 = kappa.shape
+    K = K1 - 1
+    n2 = 2 * K + 1
+    cdt = torch.complex128 if theta.dtype == torch.float64 else torch.complex64
+    k = torch.arange(-K, K + 1, dtype=theta.dtype, device=theta.device)
+    ang = k[:, None] * z[None, :]  # (2K+1, M)
+    psi = torch.complex(torch.cos(ang), -torch.sin(ang))  # e^{−ikz_m}
+    sk = torch.cat([kappa[:, 1:].flip(-1), kappa], -1) * s2[:, None]  # s²κ_k, k = −K … K
+    a = sk[:, K:] * (alpha.to(cdt) @ psi[K:].mT)  # (N, K+1): a_k, k = 0 … K
+    V = psi @ B.to(cdt) @ psi.mH  # (N, 2K+1, 2K+1)
+    W = sk[:, :, None] * V * sk[:, None, :]
+    r, col = torch.tril_indices(n2, n2, device=theta.device)
+    C = torch.zeros(N, n2, dtype=cdt, device=theta.device).index_add(1, r - col, W[:, r, col])
+    w = torch.full((n2,), 2.0, dtype=theta.dtype, device=theta.device)
+    w[0] = 1.0
+    coef = theta.new_zeros(2 * N, 2 * n2)
+    coef[:N, :K1] = a.real * w[:K1]
+    coef[:N, n2 : n2 + K1] = -a.imag * w[:K1]
+    coef[N:, :n2] = C.real * w
+    coef[N:, n2:] = -C.imag * w
+    j = torch.arange(n2, dtype=theta.dtype, device=theta.device)
+    jt = theta[:, None] * j  # (P, 2K+1)
+    basis = torch.cat([torch.cos(jt), torch.sin(jt)], -1)  # (P, 2(2K+1))
+    out = coef @ basis.mT  # (2N, P)
+    return out[:N], out[N:]
+
+
 # ------------------------------------------------------------------------------------ GP module
 class TuningGP(gpytorch.models.ApproximateGP):
     """Per-neuron tuning curves: an SVGP batched over neurons with shared manifold inducing points.
@@ -466,7 +545,7 @@ class MGPLVM(nn.Module):
             "learn_inducing": bool(learn_inducing),
             "init": init,
         }
-        self.gp_mode = "auto"  # "auto" | "fused" | "whitened" | "gpytorch"
+        self.gp_mode = "auto"  # "auto" | "circle" | "fused" | "whitened" | "gpytorch"
         self.memory_budget = 2**30  # bytes of kernel tensors the fused GP may keep for backward
         self.chunk_elements = 2**18  # N·M·chunk elements processed at once by the fused GP
         self.min_chunk = 128  # ... but at least this many inputs per chunk
@@ -682,13 +761,23 @@ class MGPLVM(nn.Module):
         fast = isinstance(self.gp.covar_module, ScaleKernel) and isinstance(
             base, (ManifoldRBFKernel, ManifoldMaternKernel)
         )
+        circle = (
+            fast and isinstance(base, ManifoldRBFKernel) and isinstance(self.manifold, Torus)
+            and self.manifold.d == 1
+        )
         if self.gp_mode != "auto":
             if self.gp_mode in ("fused", "whitened") and not fast:
                 raise ValueError(f"gp_mode {self.gp_mode!r} needs a ScaleKernel(Manifold*Kernel)")
+            if self.gp_mode == "circle" and not circle:
+                raise ValueError(
+                    "gp_mode 'circle' needs Torus(1) and a ScaleKernel(ManifoldRBFKernel)"
+                )
             return self.gp_mode
         if not fast:
             return "gpytorch"
-        return "fused" if self.dtype == torch.float64 else "whitened"
+        if self.dtype != torch.float64:
+            return "whitened"
+        return "circle" if circle else "fused"
 
     def gp_marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Marginals of ``q(f_n(x))``: mean and variance ``(N, P)`` for inputs ``x (P, ambient)``.
@@ -734,6 +823,18 @@ class MGPLVM(nn.Module):
         B = 0.5 * (B + B.mT)
         N, M = m.shape
         P = x.shape[-2]
+        if mode == "circle":
+            kappa = _circle_coefficients(c[:, 0])
+            K = _circle_truncation(kappa)
+            if K > _CIRCLE_MAX_K and self.gp_mode == "circle":
+                raise ValueError(
+                    f"gp_mode 'circle': the kernel needs {K} > {_CIRCLE_MAX_K} Fourier terms "
+                    f"(smallest lengthscale {float(c.detach().max()) ** -0.5:.3g} rad); use 'fused'"
+                )
+            if K <= _CIRCLE_MAX_K:
+                mean_upd, quad = _circle_marginals(x[:, 0], Z[:, 0], kappa[:, : K + 1], s2,
+                                                   alpha, B)
+                return const + mean_upd, s2[:, None] + jitter + quad
         # cache-sized chunks, but at least 128 inputs: smaller batched matmuls run far below peak
         chunk = max(self.min_chunk, int(self.chunk_elements // max(1, N * M)))
         kb_bytes = N * (M + 1) * P * D.element_size()

@@ -3,6 +3,7 @@ validation, save/load, neuron subsets and new latents."""
 
 import math
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -80,6 +81,8 @@ def test_fused_marginals_equal_gpytorch(manifold, kernel):
         run("fused", chunk_elements=4 * 9 * 5, min_chunk=1, memory_budget=4 * 10 * 23 * 8),
         run("whitened"),
     ]
+    if manifold == Torus(1) and kernel == "rbf":
+        out.append(run("circle"))  # the Fourier-series path (auto's choice there)
     assert ref[0].shape == (4, 23)
     for o in out:
         torch.testing.assert_close(o[0], ref[0], rtol=1e-9, atol=1e-9)
@@ -111,9 +114,61 @@ def test_svgp_marginals_gradcheck(profile, nu, n_factors, save):
     assert torch.autograd.gradcheck(fn, (D, c, s2, alpha, B))
 
 
+@pytest.mark.parametrize("lengthscale", [3.0, 0.3, 0.13, 0.04])
+def test_circle_marginals_short_lengthscales(lengthscale):
+    """The T¹ Fourier path against GPyTorch from long to short lengthscales (more terms): no
+    further from it than the dense fused path (at long lengthscales K_uu is ill-conditioned and
+    every path loses ~1e-8 of the variance to cancellation); a kernel needing more than
+    ``_CIRCLE_MAX_K`` terms goes to the dense fused path under "auto" and is refused under
+    "circle"."""
+    from mgplvm.model import _CIRCLE_MAX_K, _circle_coefficients, _circle_truncation
+
+    model = MGPLVM("T1", 3, 5, n_inducing=40, likelihood="gaussian", seed=2)
+    _randomise_q_u(model)
+    base = model.gp.covar_module.base_kernel
+    with torch.no_grad():
+        base.lengthscale = torch.full_like(base.lengthscale, lengthscale)
+    c = base.lengthscale.squeeze(-2).pow(-2)[:, 0]
+    K = _circle_truncation(_circle_coefficients(c))
+    x = torch.linspace(-math.pi, math.pi, 301, dtype=torch.float64)[:, None]
+    outs = {}
+    for mode in ("gpytorch", "fused", "auto"):
+        model.gp_mode = mode
+        with torch.no_grad():
+            outs[mode] = model.gp_marginals(x)
+    ref = outs["gpytorch"]
+    for o, r, f in zip(outs["auto"], ref, outs["fused"], strict=True):
+        err, err_fused = float((o - r).abs().max()), float((f - r).abs().max())
+        assert err <= 2 * err_fused + 1e-10 and err < 1e-7, (err, err_fused)
+    model.gp_mode = "circle"
+    if K <= _CIRCLE_MAX_K:
+        with torch.no_grad():
+            forced = model.gp_marginals(x)
+        for o, r in zip(forced, outs["auto"], strict=True):
+            torch.testing.assert_close(o, r, rtol=0, atol=0)
+    else:
+        assert lengthscale < 0.1
+        with pytest.raises(ValueError, match="Fourier terms"):
+            model.gp_marginals(x)
+
+
+def test_circle_coefficients_are_bessel():
+    """κ_k = e^{−c} I_k(c), the von Mises Fourier coefficients (scipy's ive as the oracle)."""
+    from scipy.special import ive
+
+    from mgplvm.model import _circle_coefficients
+
+    c = torch.tensor([0.5, 4.0, 60.0], dtype=torch.float64)
+    kappa = _circle_coefficients(c)[:, :80].numpy()
+    ref = ive(np.arange(80)[None, :], c.numpy()[:, None])
+    np.testing.assert_allclose(kappa, ref, rtol=0, atol=5e-16)
+
+
 def test_gp_mode_auto_and_float32():
     model = MGPLVM("T1", 3, 5, n_inducing=6, seed=0)
-    assert model._gp_mode() == "fused"
+    assert model._gp_mode() == "circle"
+    assert MGPLVM("T2", 3, 5, n_inducing=6, seed=0)._gp_mode() == "fused"
+    assert MGPLVM("T1", 3, 5, n_inducing=6, kernel="matern32", seed=0)._gp_mode() == "fused"
     m32 = MGPLVM("T1", 3, 5, n_inducing=6, seed=0, dtype=torch.float32)
     assert m32._gp_mode() == "whitened" and m32.dtype == torch.float32
     _randomise_q_u(model)
