@@ -58,7 +58,12 @@ from gpytorch.variational.variational_strategy import ComputePredictiveUpdates
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 
-from mgplvm.kernels import ManifoldMaternKernel, ManifoldRBFKernel, factor_sqdists
+from mgplvm.kernels import (
+    ManifoldMaternKernel,
+    ManifoldRBFKernel,
+    _check_points,
+    factor_sqdists,
+)
 from mgplvm.latents import (
     BrownianPrior,
     LatentPrior,
@@ -805,10 +810,14 @@ class MGPLVM(nn.Module):
         L = psd_safe_cholesky((Kuu + jitter * eye).to(torch.float64)).to(dtype)
         qd = vs.variational_distribution
         m, S = qd.mean, qd.covariance_matrix
-        Ds = factor_sqdists(self.manifold, x, Z, per_factor=base.ard)
-        D = torch.stack(Ds) if len(Ds) > 1 else Ds[0].unsqueeze(0)  # (F, P, M)
         const = gp.mean_module(x[..., :1, :])  # (N, 1)
+
+        def sqdists() -> torch.Tensor:  # (F, P, M), not needed by the circle path
+            Ds = factor_sqdists(self.manifold, x, Z, per_factor=base.ard)
+            return torch.stack(Ds) if len(Ds) > 1 else Ds[0].unsqueeze(0)
+
         if mode == "whitened":
+            D = sqdists()
             N, M = m.shape
             profile = "rbf" if isinstance(base, ManifoldRBFKernel) else "matern"
             nu = getattr(base, "nu", None)
@@ -824,6 +833,7 @@ class MGPLVM(nn.Module):
         N, M = m.shape
         P = x.shape[-2]
         if mode == "circle":
+            _check_points(self.manifold, x, "x")
             kappa = _circle_coefficients(c[:, 0])
             K = _circle_truncation(kappa)
             if K > _CIRCLE_MAX_K and self.gp_mode == "circle":
@@ -835,6 +845,7 @@ class MGPLVM(nn.Module):
                 mean_upd, quad = _circle_marginals(x[:, 0], Z[:, 0], kappa[:, : K + 1], s2,
                                                    alpha, B)
                 return const + mean_upd, s2[:, None] + jitter + quad
+        D = sqdists()
         # cache-sized chunks, but at least 128 inputs: smaller batched matmuls run far below peak
         chunk = max(self.min_chunk, int(self.chunk_elements // max(1, N * M)))
         kb_bytes = N * (M + 1) * P * D.element_size()
