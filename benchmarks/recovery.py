@@ -111,6 +111,7 @@ RUN_OVERRIDES = {
     "lr_final": "learning rate decaying to {}×",
     "rho_init": "ar1 posterior ρ starting at {}",
     "n_time": "{} bins",
+    "coarse": "started from a fit to counts summed over {} bins",
     "refine_step_sd": "then refined with the step s.d. fixed at {}",
     "refine_iter": "for {} iterations",
     "n_iter": None,
@@ -126,6 +127,17 @@ def tuning_correlation(model, data, al) -> float:
     true = data.rates.transpose(1, 0, 2).reshape(data.n_neurons, -1)
     corr = [np.corrcoef(rate[n].cpu().numpy(), true[n])[0, 1] for n in range(data.n_neurons)]
     return float(np.nanmedian(corr))
+
+
+def _initialise(model, Y, init: str, seed: int, truth=None) -> None:
+    """Latent start: "truth": the true latents ``truth``; "identity": all latents near the
+    identity, Exp(0.1 ε); otherwise the model's own (``fit`` calls ``init_from_data``)."""
+    if init == "truth":
+        model.init_from_data(Y, init=torch.as_tensor(truth))
+    elif init == "identity":
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(model.n_trials, model.n_time, model.manifold.dim, generator=g)
+        model.init_from_data(Y, init=model.manifold.exp0(0.1 * eps.to(model.dtype)))
 
 
 def run(
@@ -148,6 +160,7 @@ def run(
     n_time: int | None = None,
     refine_step_sd: float | None = None,
     refine_iter: int | None = None,
+    coarse: int | None = None,
 ) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
     the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
@@ -164,7 +177,10 @@ def run(
     recording's length in bins (default: the problem's, the issue's 500); ``refine_step_sd``
     a second phase after the fit: the Brownian step s.d. is fixed at this value and the fit
     continues for ``refine_iter`` (default 600) iterations with the learning rate decaying to
-    0.02× and no KL annealing (does a tight prior smooth the path the loose one unfolded?)."""
+    0.02× and no KL annealing (does a tight prior smooth the path the loose one unfolded?);
+    ``coarse`` a coarse-to-fine start: the same model is first fitted (from the problem's
+    initialisation, same fit settings) to the counts summed over windows of ``coarse`` bins, and
+    its posterior mean latents, each repeated ``coarse`` times, start the full fit."""
     data = problem.make(seed, problem.n_time if n_time is None else n_time)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
@@ -185,17 +201,6 @@ def run(
         with torch.no_grad():
             model.latents.raw_rho.fill_(math.log(rho_init / (1 - rho_init)))
     init = problem.init if init is None else init
-    if init == "truth":
-        model.init_from_data(data.Y, init=torch.as_tensor(data.latents))
-    elif init == "identity":
-        g = torch.Generator().manual_seed(seed)
-        eps = torch.randn(data.n_trials, data.n_time, model.manifold.dim, generator=g)
-        model.init_from_data(data.Y, init=model.manifold.exp0(0.1 * eps.to(model.dtype)))
-    if freeze_latents:
-        with torch.no_grad():
-            model.latents.set_sd(0.01)
-        for p in model.latents.parameters():
-            p.requires_grad_(False)
     kw = dict(problem.fit_kwargs)
     if quick:
         kw["n_iter"] = min(kw["n_iter"], 600)
@@ -206,6 +211,27 @@ def run(
     if lr_final is not None:
         kw["lr_final"] = lr_final
     t0 = time.perf_counter()
+    if coarse is not None and coarse > 1:
+        if init == "truth":
+            raise ValueError("--coarse starts from the problem's initialisation, not the truth")
+        f, T = int(coarse), data.n_time
+        Yc = np.asarray(data.Y)[..., : T // f * f]
+        Yc = Yc.reshape(*Yc.shape[:-1], T // f, f).sum(-1)
+        cm = mgplvm.MGPLVM(problem.manifold, data.n_neurons, T // f, n_trials=data.n_trials,
+                           bin_size=data.bin_size * f, seed=seed, **model_kwargs)
+        _initialise(cm, Yc, init, seed)
+        ckw = dict(kw, batch_size=min(kw.get("batch_size") or T, T // f))
+        fit(cm, Yc, seed=seed, progress=progress, **ckw)
+        mu = cm.latent_posterior(n_samples=50).mean.repeat_interleave(f, dim=-2)
+        mu = torch.cat([mu, mu[..., -1:, :].expand(*mu.shape[:-2], T - mu.shape[-2], -1)], -2)
+        model.init_from_data(data.Y, init=mu)
+    else:
+        _initialise(model, data.Y, init, seed, truth=data.latents)
+    if freeze_latents:
+        with torch.no_grad():
+            model.latents.set_sd(0.01)
+        for p in model.latents.parameters():
+            p.requires_grad_(False)
     res = fit(model, data.Y, seed=seed, progress=progress, **kw)
     if refine_step_sd is not None:
         prior = model.prior
@@ -269,6 +295,8 @@ def main(argv=None) -> int:
                     "continue with a decaying learning rate")
     ap.add_argument("--refine-iter", type=int, default=None,
                     help="iterations of the --refine-step-sd phase (default 600)")
+    ap.add_argument("--coarse", type=int, default=None,
+                    help="coarse-to-fine start: first fit the counts summed over this many bins")
     ap.add_argument("--n-inducing", type=int, default=None,
                     help="override the number of inducing points")
     ap.add_argument("--threads", type=int, default=1)
