@@ -221,11 +221,12 @@ def run(
                            bin_size=data.bin_size * f, seed=seed, **model_kwargs)
         _initialise(cm, Yc, init, seed)
         ckw = dict(kw, batch_size=min(kw.get("batch_size") or T, T // f))
-        fit(cm, Yc, seed=seed, progress=progress, **ckw)
+        coarse_iter = fit(cm, Yc, seed=seed, progress=progress, **ckw).n_iter
         mu = cm.latent_posterior(n_samples=50).mean.repeat_interleave(f, dim=-2)
         mu = torch.cat([mu, mu[..., -1:, :].expand(*mu.shape[:-2], T - mu.shape[-2], -1)], -2)
         model.init_from_data(data.Y, init=mu)
     else:
+        coarse_iter = 0
         _initialise(model, data.Y, init, seed, truth=data.latents)
     if freeze_latents:
         with torch.no_grad():
@@ -233,6 +234,7 @@ def run(
         for p in model.latents.parameters():
             p.requires_grad_(False)
     res = fit(model, data.Y, seed=seed, progress=progress, **kw)
+    res.n_iter += coarse_iter  # the reported iterations (and s/iter) count every phase
     if refine_step_sd is not None:
         prior = model.prior
         if not hasattr(prior, "raw_step_sd"):
