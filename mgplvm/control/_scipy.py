@@ -45,6 +45,22 @@ def _select(*args: Any) -> int:
     return 0
 
 
+#: LAPACK's smallest admissible workspace per routine, for matrices of side n
+_MIN_LWORK = {"gees": lambda n: max(3 * n, 1), "gges": lambda n: 8 * n + 16}
+
+
+def _lwork(name: str, a: np.ndarray, query: Callable[[], Any]) -> int:
+    """Workspace size for LAPACK ``?<name>`` on the square ``a``: the optimum that ``query()`` (a
+    ``lwork=-1`` call) reports, at least LAPACK's minimum; cached per routine, dtype and size."""
+    n = a.shape[0]
+    key = (name + a.dtype.char, n)
+    lwork = _LWORK.get(key)
+    if lwork is None:
+        lwork = max(int(np.real(query()[-2][0])), _MIN_LWORK[name](n))
+        _LWORK[key] = lwork
+    return lwork
+
+
 @dataclass
 class Factor:
     """Schur factorisation M = Z T Zᴴ of a matrix derived from ``src`` (cache entry)."""
@@ -60,15 +76,9 @@ class Factor:
 
 def schur(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real (quasi-triangular) or complex Schur form a = Z T Zᴴ, plus eigenvalues."""
-    n = a.shape[0]
     a = np.array(a, order="F", copy=True)
     gees = _lapack("gees", a.dtype)
-    key = (a.dtype.char, n)
-    lwork = _LWORK.get(key)
-    if lwork is None:
-        res = gees(_select, a, lwork=-1)
-        lwork = max(int(np.real(res[-2][0])), 3 * n, 1)
-        _LWORK[key] = lwork
+    lwork = _lwork("gees", a, lambda: gees(_select, a, lwork=-1))
     res = gees(_select, a, lwork=lwork, overwrite_a=1)
     if res[-1] != 0:
         raise np.linalg.LinAlgError(f"Schur decomposition failed (LAPACK ?gees info={res[-1]})")
@@ -469,15 +479,6 @@ def _riccati_double(
     return A, B, Q, R, W.conj().T @ W
 
 
-def _lwork(name: str, n2: int, query: Callable[[], Any]) -> int:
-    key = (name, n2)
-    lwork = _LWORK.get(key)
-    if lwork is None:
-        lwork = max(int(np.real(query()[-2][0])), 8 * n2 + 16)
-        _LWORK[key] = lwork
-    return lwork
-
-
 def _graph_solution(Z: np.ndarray, n: int) -> np.ndarray | None:
     """X = U₂₁U₁₁⁻¹ (Hermitian part) from the first n columns [U₁₁; U₂₁] of an orthonormal
     basis of the stable subspace; None when U₁₁ has rcond < √eps (scipy's own criterion)."""
@@ -520,7 +521,7 @@ def care_laub(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.
     H = np.empty((2 * n, 2 * n), dtype=A.dtype, order="F")
     H[:n, :n], H[:n, n:], H[n:, :n], H[n:, n:] = A, -G, -Q, -Ah
     gees = _lapack("gees", H.dtype)
-    lwork = _lwork("gees" + H.dtype.char, 2 * n, lambda: gees(_select, H, lwork=-1))
+    lwork = _lwork("gees", H, lambda: gees(_select, H, lwork=-1))
     select = _lhp_complex if np.iscomplexobj(H) else _lhp_real
     res = gees(select, H, lwork=lwork, sort_t=1, overwrite_a=1)
     if res[-1] != 0 or res[1] != n:  # failed, reordering failed, or not n stable eigenvalues
@@ -562,7 +563,7 @@ def dare_pencil(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> n
     gges = _lapack("gges", dt)
     complex_ = np.iscomplexobj(L)
     select = _iuc_complex if complex_ else _iuc_real
-    lwork = _lwork("gges" + dt.char, 2 * n, lambda: gges(select, L, M, lwork=-1, jobvsl=0))
+    lwork = _lwork("gges", L, lambda: gges(select, L, M, lwork=-1, jobvsl=0))
     res = gges(select, L, M, jobvsl=0, sort_t=1, lwork=lwork, overwrite_a=1, overwrite_b=1)
     if res[-1] != 0 or res[2] != n:
         return None
