@@ -58,11 +58,9 @@ COMPARISONS = {
 }
 
 
-def run_one(name: str, rep: int, n_neurons: int, n_time: int, n_iter: int, test_iter: int,
-            pool, seed0: int, prior: str, speed: float) -> dict:
-    """One repetition of one comparison: a fresh recording, one fold per candidate."""
-    gen, kw, _, candidates = COMPARISONS[name]
-    kw = {k: v for k, v in kw.items() if k != "n_time"}
+def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
+            n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float) -> dict:
+    """One repetition on one recording: a fresh recording, one fold per candidate."""
     data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, angular_velocity_sd=speed,
                **kw)
     cv = crossvalidate(
@@ -72,11 +70,31 @@ def run_one(name: str, rep: int, n_neurons: int, n_time: int, n_iter: int, test_
         test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
         model_kwargs={"prior": prior},
     )
-    out = {"_failed": len(cv.failed)}
+    failed = {r["manifold"] for r in cv.failed}
+    out = {"_failed": {m: m in failed for m in candidates}}
     for metric in SCORES:
         s = cv.scores(metric)
         out[metric] = {m: float(s[m][0]) for m in candidates}
     return out
+
+
+def recordings(names: list[str], bins: dict[str, int]) -> dict[tuple, list[str]]:
+    """The distinct recordings the comparisons ``names`` need, each with the union of their
+    candidates. Comparisons on the same generator, settings and length share one recording per
+    repetition (same seed), and a candidate fitted to it is fitted once: a task's split and seed
+    do not depend on the other candidates (``crossvalidate``), so the scores are those of
+    separate runs."""
+    out: dict[tuple, list[str]] = {}
+    for name in names:
+        cands = out.setdefault(recording_key(name, bins), [])
+        cands.extend(m for m in COMPARISONS[name][3] if m not in cands)
+    return out
+
+
+def recording_key(name: str, bins: dict[str, int]) -> tuple:
+    """(generator, its keyword arguments as sorted pairs, bins): equal keys, equal recordings."""
+    gen, kw, _, _ = COMPARISONS[name]
+    return gen, tuple(sorted((k, v) for k, v in kw.items() if k != "n_time")), bins[name]
 
 
 def summarise(name: str, per_rep: list[dict], metric: str) -> dict:
@@ -87,7 +105,7 @@ def summarise(name: str, per_rep: list[dict], metric: str) -> dict:
     wins = int((mat[:, ok].argmax(0) == candidates.index(truth)).sum())
     return {"name": name, "truth": truth, "candidates": candidates, "scores": arr,
             "wins": wins, "valid": int(ok.sum()),
-            "failures": sum(r["_failed"] for r in per_rep)}
+            "failures": sum(r["_failed"][m] for r in per_rep for m in candidates)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,17 +141,19 @@ def main(argv: list[str] | None = None) -> int:
           "metrics (higher is better): " + "; ".join(SCORES.values()) + "\n")
     t0 = time.perf_counter()
     workers = a.workers or os.cpu_count() or 1
-    # every (comparison, repetition) is submitted at once: the process pool stays busy
+    # every (recording, repetition) is submitted at once: the process pool stays busy
+    shared = recordings(names, bins)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool, \
-            ThreadPoolExecutor(max(1, len(names) * reps)) as driver:
+            ThreadPoolExecutor(max(1, len(shared) * reps)) as driver:
         futures = {
-            (name, r): driver.submit(run_one, name, r, n_neurons, bins[name], n_iter, n_iter // 2,
-                                     pool, a.seed, a.prior, a.speed)
-            for name in names for r in range(reps)
+            (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
+                                    n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed)
+            for key, cands in shared.items() for r in range(reps)
         }
         rows = []
         for name in names:
-            per_rep = [futures[name, r].result() for r in range(reps)]
+            key = recording_key(name, bins)
+            per_rep = [futures[key, r].result() for r in range(reps)]
             for metric in SCORES:
                 res = summarise(name, per_rep, metric)
                 if metric == "ll_per_datum":
