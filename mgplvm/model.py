@@ -207,7 +207,9 @@ class _SVGPMarginals(torch.autograd.Function):
     def backward(ctx, g_mean, g_quad):
         D, c, s2, alpha, B, mean, quad, *saved = ctx.saved_tensors
         profile, nu, chunk, save = ctx.profile, ctx.nu, ctx.chunk, ctx.save
-        need_D = ctx.needs_input_grad[0]
+        need_D, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # q(u) frozen (latent-only fits at test bins): skip the batched matmul for its gradient
+        need_Ba = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         N, M = alpha.shape
         F_, P = D.shape[0], D.shape[1]
         if g_mean is None:
@@ -222,7 +224,7 @@ class _SVGPMarginals(torch.autograd.Function):
         Ba = None if save == "all" else torch.cat([B, alpha.unsqueeze(-1)], -1)
         # work buffers reused across chunks (fresh large allocations cost page faults)
         width = min(chunk, P)
-        Gbuf = D.new_empty(N, width, M + 1)
+        Gbuf = D.new_empty(N, width, M + 1) if need_Ba else None
         Wbuf = D.new_empty(N, width, M)
         kbuf = None if save == "all" else D.new_empty(N, width, M)
         kbbuf = None if save != "none" else D.new_empty(N, width, M + 1)
@@ -240,11 +242,11 @@ class _SVGPMarginals(torch.autograd.Function):
                 KBa = saved[i] if save == "kb" else torch.bmm(K, Ba, out=kbbuf[:, :p])
             gm = g_mean[:, sl].unsqueeze(-1)  # (N, p, 1)
             gq = g_quad[:, sl].unsqueeze(-1)
-            # [dL/dB | dL/dα] = Kᵀ [diag(g_quad) K | g_mean]
-            G = Gbuf[:, :p]
-            torch.mul(K, gq, out=G[..., :M])
-            G[..., M] = gm[..., 0]
-            gBa.baddbmm_(K.mT, G)
+            if need_Ba:  # [dL/dB | dL/dα] = Kᵀ [diag(g_quad) K | g_mean]
+                G = Gbuf[:, :p]
+                torch.mul(K, gq, out=G[..., :M])
+                G[..., M] = gm[..., 0]
+                gBa.baddbmm_(K.mT, G)
             # dL/dK = g_mean αᵀ + 2 g_quad (K B);  W = K ⊙ dL/dK
             W = torch.mul(KBa[..., :M], 2 * gq, out=Wbuf[:, :p])
             W.addcmul_(gm, alpha.unsqueeze(1))
@@ -260,11 +262,13 @@ class _SVGPMarginals(torch.autograd.Function):
                 scale = 1.0
             W2 = W.reshape(N, p * M)
             if F_ == 1:
-                gc[:, 0] += scale * (W2 @ Dc.reshape(p * M))
+                if need_c:
+                    gc[:, 0] += scale * (W2 @ Dc.reshape(p * M))
                 if need_D:
                     gD[0, sl] = (scale * c[:, 0] @ W2).reshape(p, M)
             else:
-                gc += scale * (W2 @ Dc.reshape(F_, p * M).T)
+                if need_c:
+                    gc += scale * (W2 @ Dc.reshape(F_, p * M).T)
                 if need_D:
                     gD[:, sl] = (scale * c.T @ W2).reshape(F_, p, M)
         gB = gBa[..., :M]

@@ -114,6 +114,29 @@ def test_svgp_marginals_gradcheck(profile, nu, n_factors, save):
     assert torch.autograd.gradcheck(fn, (D, c, s2, alpha, B))
 
 
+@pytest.mark.parametrize("frozen", [(1, 2, 3, 4), (3, 4), (1,), (0,)])
+def test_svgp_marginals_frozen_inputs(frozen):
+    """With some inputs frozen (a latent-only fit freezes everything but D) the backward pass
+    skips their gradients and the others are unchanged."""
+    g = torch.Generator().manual_seed(5)
+    N, P, M = 3, 7, 4
+    inputs = [0.1 + 2 * torch.rand(2, P, M, generator=g), 0.5 + torch.rand(N, 2, generator=g),
+              0.5 + torch.rand(N, generator=g), torch.randn(N, M, generator=g),
+              torch.randn(N, M, M, generator=g)]
+    inputs[4] = inputs[4] + inputs[4].mT
+    w = torch.randn(2, N, P, generator=g)
+
+    def grads(need):
+        xs = [x.clone().requires_grad_(i in need) for i, x in enumerate(inputs)]
+        mean, quad = _SVGPMarginals.apply(*xs, "rbf", None, 3, "kb")
+        return torch.autograd.grad((w[0] * mean + w[1] * quad).sum(), [xs[i] for i in need])
+
+    need = [i for i in range(5) if i not in frozen]
+    full = grads(range(5))
+    for i, got in zip(need, grads(need), strict=True):
+        torch.testing.assert_close(got, full[i], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("lengthscale", [3.0, 0.3, 0.13, 0.04])
 def test_circle_marginals_short_lengthscales(lengthscale):
     """The T¹ Fourier path against GPyTorch from long to short lengthscales (more terms): no
