@@ -193,6 +193,16 @@ def test_real_fits_are_reproducible_by_seed(sequential_result):
     assert _scores(again) == _scores(sequential_result)
 
 
+def test_scores_do_not_depend_on_the_other_candidates(sequential_result):
+    """A manifold's folds and seeds are its own: R1 alone, or listed first, scores as in the
+    T1-and-R1 comparison (benchmarks/cv_topology.py shares fits between comparisons on this)."""
+    r1 = [s for s in _scores(sequential_result) if s[0] == "R1"]
+    alone = crossvalidate(_tiny_ring(), ["R1"], n_workers=1, **TINY)
+    assert _scores(alone) == r1
+    reordered = crossvalidate(_tiny_ring(), ["R1", "T1"], n_workers=1, **TINY)
+    assert sorted(_scores(reordered)) == sorted(_scores(sequential_result))
+
+
 def test_process_pool_gives_identical_results(sequential_result):
     """The default executor (a spawn process pool) reproduces the in-process run exactly."""
     pooled = crossvalidate(_tiny_ring(), ["T1", "R1"], n_workers=2, **TINY)
