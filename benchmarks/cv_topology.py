@@ -3,11 +3,13 @@
 Reproduces the model-comparison experiment of the mGPLVM paper (Jensen et al. 2020, Fig. 3) on
 our own synthetic data. Every repetition simulates a fresh recording (seed = repetition) on the
 generating manifold and runs one fold of the held-out neurons × held-out time-bins protocol
-(:func:`mgplvm.crossvalidate`) for each candidate manifold. Reported: how often the generating
-manifold has the best held-out log-likelihood per datum, and mean ± s.e.m. per candidate, for
-the primary score (``ll_per_datum``) and for the log predictive density (``pred_ll_per_datum``).
-Every candidate has a Brownian latent prior (``--prior``); the latent speed s.d. is 400 deg/s
-(``--speed``) so that a 300-bin recording wraps around its manifold rather than covering an arc.
+(:func:`mgplvm.crossvalidate`) for each candidate manifold; comparisons on the same recording
+(SO(3) data: SO(3) vs R³ and the 3-way comparison) share its fits. Reported: how often the
+generating manifold has the best held-out log-likelihood per datum, and mean ± s.e.m. per
+candidate, for the primary score (``ll_per_datum``) and for the log predictive density
+(``pred_ll_per_datum``). Every candidate has a Brownian latent prior (``--prior``); the latent
+speed s.d. is 400 deg/s (``--speed``) so that a recording wraps around its manifold rather than
+covering an arc.
 
 Comparisons (paper's reference: the generating manifold wins on average):
 
