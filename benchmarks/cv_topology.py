@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None, help="training iterations (400)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first-rep", type=int, default=0,
+                   help="first repetition (recording seed = seed + repetition): run repetitions "
+                        "first-rep, ..., first-rep + reps - 1, e.g. to extend an earlier run")
     p.add_argument("--speed", type=float, default=400.0,
                    help="latent angular speed s.d. in deg/s (400: the trajectory covers the "
                         "manifold within the recording; at 100 deg/s a 300-bin ring recording "
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="latent prior of every candidate (brownian: as mgplvm demo)")
     a = p.parse_args(argv)
     reps = a.reps or (2 if a.quick else 10)
+    reps_run = range(a.first_rep, a.first_rep + reps)
     n_neurons = a.neurons or (30 if a.quick else 50)
     n_time = a.bins or (200 if a.quick else 300)
     bins = {name: a.bins or (200 if a.quick else COMPARISONS[name][1].get("n_time", 300))
@@ -141,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     n_iter = a.iters or (150 if a.quick else 400)
     names = list(COMPARISONS) if a.only is None else a.only.split(",")
     special = ", ".join(f"{k}: {v}" for k, v in bins.items() if v != n_time and k in names)
-    print(f"{reps} repetitions x 1 fold; {n_neurons} neurons x {n_time} bins"
+    first = f" ({reps_run.start}-{reps_run.stop - 1})" if a.first_rep else ""
+    print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"
           f"{f' ({special})' if special else ''} (25 ms, Poisson); "
           f"{n_iter} training / {n_iter // 2} test iterations; {a.prior} prior on every candidate; "
           f"latent speed s.d. {a.speed:g} deg/s; "
@@ -155,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
                                     n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed)
-            for key, cands in shared.items() for r in range(reps)
+            for key, cands in shared.items() for r in reps_run
         }
         rows = []
         for name in names:
             key = recording_key(name, bins)
-            per_rep = [futures[key, r].result() for r in range(reps)]
+            per_rep = [futures[key, r].result() for r in reps_run]
             for metric in SCORES:
                 res = summarise(name, per_rep, metric)
                 if metric == "ll_per_datum":
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"  |  failed fits {res['failures']}  |  {res['task_seconds']:.0f} s of "
                       f"fits per repetition ({time.perf_counter() - t0:.0f} s elapsed)",
                       flush=True)
-                for r, rec in enumerate(per_rep):
+                for r, rec in zip(reps_run, per_rep, strict=True):
                     print(f"    rep {r:2d}: " + "  ".join(
                         f"{m} {rec[metric][m]:.4f}" for m in res["candidates"]), flush=True)
     total = time.perf_counter() - t0
