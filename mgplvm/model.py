@@ -217,10 +217,10 @@ class _SVGPMarginals(torch.autograd.Function):
         if g_quad is None:
             g_quad = torch.zeros_like(quad)
         gD = torch.empty_like(D) if need_D else None
-        gc = torch.zeros_like(c)
+        gc = torch.zeros_like(c) if need_c else None
         # K is proportional to s²: mean is linear and quad quadratic in it
         gs2 = ((g_mean * mean).sum(-1) + 2 * (g_quad * quad).sum(-1)) / s2
-        gBa = torch.zeros(N, M, M + 1, dtype=B.dtype, device=B.device)
+        gBa = torch.zeros(N, M, M + 1, dtype=B.dtype, device=B.device) if need_Ba else None
         Ba = None if save == "all" else torch.cat([B, alpha.unsqueeze(-1)], -1)
         # work buffers reused across chunks (fresh large allocations cost page faults)
         width = min(chunk, P)
@@ -271,9 +271,11 @@ class _SVGPMarginals(torch.autograd.Function):
                     gc += scale * (W2 @ Dc.reshape(F_, p * M).T)
                 if need_D:
                     gD[:, sl] = (scale * c.T @ W2).reshape(F_, p, M)
-        gB = gBa[..., :M]
-        gB = 0.5 * (gB + gB.transpose(1, 2))
-        galpha = gBa[..., M]
+        gB = galpha = None  # a frozen input gets None, as D does, not a zero gradient
+        if need_Ba:
+            gB = gBa[..., :M]
+            gB = 0.5 * (gB + gB.transpose(1, 2))
+            galpha = gBa[..., M]
         return gD, gc, gs2, galpha, gB, None, None, None, None
 
 
