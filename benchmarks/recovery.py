@@ -35,6 +35,7 @@ import mgplvm
 from mgplvm import datasets
 from mgplvm.alignment import align
 from mgplvm.fitting import fit
+from mgplvm.likelihoods import PoissonLikelihood
 
 
 @dataclass
@@ -114,6 +115,8 @@ RUN_OVERRIDES = {
     "coarse": "started from a fit to counts summed over {} bins",
     "refine_step_sd": "then refined with the step s.d. fixed at {}",
     "refine_iter": "for {} iterations",
+    "decode_window": "then decoded (windows of ±{} bins) and refitted",
+    "decode_rounds": "{} decode-refit round(s)",
     "n_iter": None,
 }
 
@@ -140,6 +143,32 @@ def _initialise(model, Y, init: str, seed: int, truth=None) -> None:
         model.init_from_data(Y, init=model.manifold.exp0(0.1 * eps.to(model.dtype)))
 
 
+@torch.no_grad()
+def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torch.Tensor:
+    """Latent path ``(1, time, ambient)`` decoded under the model's current tuning curves: for
+    every bin the candidate (``n_candidates`` Haar draws plus the current posterior means) with
+    the largest expected Poisson log-likelihood pooled over bins ``t ± window`` (as the pooled
+    maximum likelihood of ``decoding_oracle.py``, with fitted instead of true tuning curves)."""
+    lik = model.likelihood
+    if not isinstance(lik, PoissonLikelihood) or lik.link != "exp":
+        raise ValueError("windowed_decode needs a Poisson likelihood with the exp link")
+    g = torch.Generator().manual_seed(seed)
+    mu = model.latent_posterior(n_samples=50).mean
+    cand = torch.cat([model.manifold.random(n_candidates, dtype=model.dtype, generator=g),
+                      mu.reshape(-1, mu.shape[-1])])
+    y = torch.as_tensor(np.asarray(Y)[0], dtype=model.dtype)  # (neurons, time)
+    # E_q(f)[y f − Δ e^f] = y μ − Δ exp(μ + σ²/2), up to log y!: (time, candidates)
+    ll = torch.cat([
+        y.T @ m - lik.bin_size * torch.exp(m + v / 2).sum(0)
+        for m, v in (model.gp_marginals(c) for c in cand.split(4000))
+    ], 1)
+    T = ll.shape[0]
+    cs = torch.cat([ll.new_zeros(1, ll.shape[1]), ll.cumsum(0)])
+    t = torch.arange(T)
+    pooled = cs[(t + window + 1).clamp_max(T)] - cs[(t - window).clamp_min(0)]
+    return cand[pooled.argmax(1)][None]
+
+
 def run(
     problem: Problem,
     seed: int,
@@ -161,6 +190,8 @@ def run(
     refine_step_sd: float | None = None,
     refine_iter: int | None = None,
     coarse: int | None = None,
+    decode_window: int | None = None,
+    decode_rounds: int | None = None,
 ) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
     the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
@@ -180,7 +211,11 @@ def run(
     0.02× and no KL annealing (does a tight prior smooth the path the loose one unfolded?);
     ``coarse`` a coarse-to-fine start: the same model is first fitted (from the problem's
     initialisation, same fit settings) to the counts summed over windows of ``coarse`` bins, and
-    its posterior mean latents, each repeated ``coarse`` times, start the full fit."""
+    its posterior mean latents, each repeated ``coarse`` times, start the full fit;
+    ``decode_window`` ``decode_rounds`` rounds after the fit (and any refinement) of: decode the
+    path with :func:`windowed_decode`, restart the latents there (posterior s.d. 0.05) and refit
+    with the step s.d. fixed at 0.025 and the learning rate decaying to 0.02× (``refine_iter``
+    iterations, default 600)."""
     data = problem.make(seed, problem.n_time if n_time is None else n_time)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
@@ -246,6 +281,25 @@ def run(
         done = res.n_iter
         res = fit(model, data.Y, seed=seed + 1, progress=progress, **kw)
         res.n_iter += done
+    if decode_window is not None:
+        # decode-refit: decode the path under the fitted tuning curves, restart the latents
+        # there and refit with the Brownian step s.d. fixed at 0.025 rad/bin (the true path's
+        # step per tangent coordinate on SO(3), docs/maths.md)
+        prior = model.prior
+        if not hasattr(prior, "raw_step_sd"):
+            raise ValueError("--decode-window needs a Brownian / AR(1) latent prior")
+        sd = 0.025
+        kw.update(n_iter=refine_iter or 600, lr_final=0.02, burnin=0.0)
+        for rnd in range(decode_rounds or 1):
+            path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
+            model.init_latents(data.Y, path)
+            model.latents.set_sd(0.05)
+            with torch.no_grad():
+                prior.raw_step_sd.fill_(math.log(math.expm1(sd)))
+            prior.raw_step_sd.requires_grad_(False)
+            done = res.n_iter
+            res = fit(model, data.Y, seed=seed + 2 + rnd, progress=progress, **kw)
+            res.n_iter += done
     elapsed = time.perf_counter() - t0
     al = align(model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)
     errors = al.per_dim_median if problem.manifold.startswith("T") else [al.median_error]
@@ -299,6 +353,12 @@ def main(argv=None) -> int:
                     help="iterations of the --refine-step-sd phase (default 600)")
     ap.add_argument("--coarse", type=int, default=None,
                     help="coarse-to-fine start: first fit the counts summed over this many bins")
+    ap.add_argument("--decode-window", type=int, default=None,
+                    help="after the fit: decode the path under the fitted tuning curves, "
+                    "pooling the likelihood over ± this many bins, and refit from it with the "
+                    "step s.d. fixed at 0.025 (--refine-iter iterations, default 600)")
+    ap.add_argument("--decode-rounds", type=int, default=None,
+                    help="decode-refit rounds (default 1)")
     ap.add_argument("--n-inducing", type=int, default=None,
                     help="override the number of inducing points")
     ap.add_argument("--threads", type=int, default=1)
