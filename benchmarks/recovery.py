@@ -152,6 +152,8 @@ def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torc
     lik = model.likelihood
     if not isinstance(lik, PoissonLikelihood) or lik.link != "exp":
         raise ValueError("windowed_decode needs a Poisson likelihood with the exp link")
+    if model.n_trials != 1:
+        raise ValueError("windowed_decode decodes one trial")
     g = torch.Generator().manual_seed(seed)
     mu = model.latent_posterior(n_samples=50).mean
     cand = torch.cat([model.manifold.random(n_candidates, dtype=model.dtype, generator=g),
