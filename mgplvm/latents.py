@@ -764,8 +764,11 @@ def _smooth_time(Y: torch.Tensor, sd_bins: float) -> torch.Tensor:
     return F.conv1d(flat, w).reshape(Y.shape)
 
 
-def _principal_components(Y: torch.Tensor, k: int, smooth: float, sqrt: bool) -> torch.Tensor:
-    """Top-``k`` PC scores of smoothed, standardised ``Y``: ``(trials, time, k)``, unit variance."""
+def _principal_components(
+    Y: torch.Tensor, k: int, smooth: float, sqrt: bool, whiten: bool = True
+) -> torch.Tensor:
+    """Top-``k`` PC scores of smoothed, standardised ``Y``: ``(trials, time, k)``, each with unit
+    variance (``whiten``) or with its own (the singular value's) scale."""
     X = Y.sqrt() if sqrt else Y
     X = _smooth_time(X, smooth)
     trials, n, t = X.shape
@@ -778,7 +781,8 @@ def _principal_components(Y: torch.Tensor, k: int, smooth: float, sqrt: bool) ->
     pcs = U[:, :k_eff] * S[:k_eff]
     if k_eff < k:
         pcs = torch.cat([pcs, 1e-3 * torch.randn(X.shape[0], k - k_eff, dtype=X.dtype)], -1)
-    pcs = pcs / pcs.std(0).clamp_min(1e-12)
+    if whiten:
+        pcs = pcs / pcs.std(0).clamp_min(1e-12)
     return pcs.reshape(trials, t, k)
 
 
@@ -816,6 +820,86 @@ def pca_init(
         return manifold.projx(torch.cat(parts, -1))
     pcs = _principal_components(Y, _n_pcs(manifold), smooth, sqrt)
     return _pcs_to_points(pcs, manifold)
+
+
+def _outer_features(q: torch.Tensor) -> torch.Tensor:
+    """``(n, 10)``: a constant and the entries of ``q qᵀ`` on and above the diagonal but the last
+    (``q₃² = 1 − q₀² − q₁² − q₂²`` on unit quaternions, so it would make the columns dependent)."""
+    i, j = torch.triu_indices(4, 4, device=q.device)
+    return torch.cat([torch.ones_like(q[:, :1]), q[:, i[:-1]] * q[:, j[:-1]]], -1)
+
+
+def rotation_quadratic_init(
+    Y: torch.Tensor,
+    smooth: float = 2.0,
+    sqrt: bool = True,
+    restarts: int = 40,
+    n_candidates: int = 40_000,
+    max_iter: int = 40,
+    max_samples: int = 2000,
+    seed: int = 0,
+) -> torch.Tensor:
+    """SO(3) latent means ``(trials, time, 4)`` (unit quaternions) from the 9 leading PCs of ``Y``.
+
+    On SO(3) the kernel distance ``4(1 − (qᵀq')²)`` and hence every tuning curve of the model
+    (and of ``mgplvm.datasets.so3``) depend on ``q`` only through ``q qᵀ`` — equivalently, through
+    the rotation matrix, whose 9 entries are quadratic in ``q``. So the leading PCs of a smoothed
+    SO(3) population span, roughly, a linear image of ``q qᵀ`` rather than of ``q``, and the
+    ``"pca"`` initialisation (4 PCs normalised to a quaternion) carries no rotation. Here the PC
+    scores ``z_t`` (9 of them, ``Y`` square-root transformed, smoothed over ``smooth`` bins and
+    standardised per neuron, each PC kept at its own scale) are fitted as ``z_t ≈ Lᵀ φ(q_t)``,
+    ``φ(q) = (1, vech(q qᵀ))`` (less the redundant ``q₃²``), by alternating least squares for
+    ``L`` with, for every bin, the best of ``n_candidates`` Haar-uniform rotations given ``L`` (a
+    k-means-like assignment),
+    from ``restarts`` random assignments; the restart with the smallest residual wins. The
+    restarts use at most ``max_samples`` evenly strided bins; the winning ``L`` then assigns every
+    bin. Deterministic given ``seed``. Written here because no library has it.
+
+    On the issue's SO(3) recovery problem (150 cells, 500 bins) it starts the latents a median
+    0.442 rad from the truth, against 1.396 rad for the ``"pca"`` start (the rotation angle after
+    :func:`mgplvm.alignment.align`; ``benchmarks/recovery.py --problems so3 --n-iter 1``). Cost:
+    ``restarts`` × (up to ``max_iter``) assignments of every bin among ``n_candidates`` rotations,
+    a few minutes on one thread for 500 bins with the defaults.
+    """
+    from mgplvm.manifolds import SO3
+
+    z = _principal_components(Y, 9, smooth, sqrt, whiten=False)
+    trials, t = z.shape[:2]
+    z = z.reshape(trials * t, 9)
+    gen = torch.Generator().manual_seed(seed)
+    cand = SO3().random(n_candidates, dtype=z.dtype, generator=gen)
+    feats = _outer_features(cand)  # (n_candidates, 10)
+    stride = max(1, -(-z.shape[0] // max_samples))
+    zs = z[::stride]
+
+    def assign(L: torch.Tensor, zz: torch.Tensor) -> torch.Tensor:
+        # argmin_c |z − Lᵀφ_c|² = argmax_c zᵀLᵀφ_c − |Lᵀφ_c|²/2, for every row of zz
+        pred = feats @ L  # (n_candidates, 9)
+        return torch.addmm(-0.5 * (pred * pred).sum(-1), zz, pred.T).argmax(-1)
+
+    def regress(idx: torch.Tensor) -> torch.Tensor:
+        # least squares by the normal equations (10 features): deterministic, unlike LAPACK's
+        # lstsq, whose last-bit differences could flip the near-ties of the assignment
+        f = feats[idx]
+        eye = torch.eye(f.shape[1], dtype=f.dtype)
+        return torch.linalg.solve(f.T @ f + 1e-10 * eye, f.T @ zs)  # (10, 9)
+
+    def alternate(idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+        for _ in range(max_iter):
+            new = assign(regress(idx), zs)
+            if torch.equal(new, idx):
+                break
+            idx = new
+        L = regress(idx)
+        return L, float((feats[idx] @ L - zs).pow(2).sum())
+
+    best_res, best_L = math.inf, None
+    for _ in range(restarts):
+        L, res = alternate(torch.randint(n_candidates, (zs.shape[0],), generator=gen))
+        if res < best_res:
+            best_res, best_L = res, L
+    q = cand[assign(best_L, z)]
+    return q.reshape(trials, t, 4)
 
 
 def _n_pcs(manifold: LatentManifold) -> int:

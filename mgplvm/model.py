@@ -70,10 +70,11 @@ from mgplvm.latents import (
     ReLiePosterior,
     get_prior,
     pca_init,
+    rotation_quadratic_init,
     viterbi_path,
 )
 from mgplvm.likelihoods import GaussianLikelihood, MGPLVMLikelihood, get_likelihood
-from mgplvm.manifolds import Euclid, LatentManifold, Torus, get_manifold
+from mgplvm.manifolds import SO3, Euclid, LatentManifold, Torus, get_manifold
 
 __all__ = [
     "MGPLVM",
@@ -484,8 +485,8 @@ class MGPLVM(nn.Module):
         variational_distribution: q(u) class name (``"cholesky"``, ``"natural"``,
             ``"tril_natural"``, ``"meanfield"``) or a GPyTorch class.
         Y: if given, initialise from data now (:meth:`init_from_data`); otherwise ``fit`` does it.
-        init: latent initialisation used with data: ``"pca"`` (default), ``"decode"``,
-            ``"random"``.
+        init: latent initialisation used with data: ``"pca"`` (default), ``"quadratic"``
+            (SO(3) only, see :meth:`init_latents`), ``"decode"``, ``"random"``.
         seed: seed for the random initial values (the global RNG is left untouched).
         dtype: parameter dtype (default float64).
     """
@@ -711,6 +712,8 @@ class MGPLVM(nn.Module):
         """Initialise the latent means μ from data.
 
         ``"pca"``: :func:`mgplvm.latents.pca_init` (angle of the two leading PCs on a ring);
+        ``"quadratic"`` (SO(3) only): :func:`mgplvm.latents.rotation_quadratic_init` (the 9
+        leading PCs fitted as a linear image of ``q qᵀ``);
         ``"decode"``: for every bin the best of ~1000 candidate points (uniform draws and the
         inducing points) under the current tuning curves (for held-out data with a trained
         generative model); ``"random"``: uniform draws; a tensor ``(trials, time, ambient)``: used
@@ -734,10 +737,20 @@ class MGPLVM(nn.Module):
                 )
             elif method == "decode":
                 mu = self._decode_init(Y)
+            elif method == "quadratic":
+                if not isinstance(self.manifold, SO3):
+                    raise ValueError(
+                        f"latent init 'quadratic' is for SO(3) latents, not {self.manifold!r}"
+                    )
+                mu = rotation_quadratic_init(
+                    Y.to(torch.float64).cpu(), sqrt=self.likelihood.is_count
+                )
             elif method == "random":
                 mu = self.manifold.random(self.n_trials, self.n_time, dtype=self.dtype)
             else:
-                raise ValueError(f"unknown latent init {method!r}: 'pca', 'decode' or 'random'")
+                raise ValueError(
+                    f"unknown latent init {method!r}: 'pca', 'quadratic', 'decode' or 'random'"
+                )
             self.latents.set_mean(mu.to(self.dtype))
         self.latents_initialized.fill_(True)
 

@@ -368,6 +368,45 @@ def test_pca_init_untangles_the_angles_of_a_torus():
     assert max(align(mu, data.latents, Torus(2)).per_dim_median) < 0.3
 
 
+def test_rotation_quadratic_init_inverts_a_linear_image_of_q_qT():
+    """Data that are exactly an affine image of q qᵀ (no noise, no smoothing): the alternating fit
+    gives the rotations back up to an SO(3) symmetry, to about the candidate spacing."""
+    from mgplvm.alignment import align
+    from mgplvm.latents import _outer_features, rotation_quadratic_init
+    from mgplvm.manifolds import SO3
+
+    g = torch.Generator().manual_seed(1)
+    q = SO3().random(300, dtype=torch.float64, generator=g)
+    Y = (_outer_features(q) @ torch.randn(10, 30, generator=g, dtype=torch.float64)).T[None]
+    kw = dict(smooth=0, sqrt=False, restarts=4, n_candidates=5000, seed=1)
+    est = rotation_quadratic_init(Y, **kw)
+    assert est.shape == (1, 300, 4)
+    torch.testing.assert_close(est.norm(dim=-1), torch.ones(1, 300, dtype=torch.float64))
+    assert align(est, q[None], SO3()).median_error < 0.25
+    torch.testing.assert_close(rotation_quadratic_init(Y, **kw), est)  # deterministic by seed
+
+
+def test_rotation_quadratic_init_beats_pca_on_simulated_so3_cells():
+    from mgplvm.alignment import align
+    from mgplvm.datasets import so3
+    from mgplvm.latents import rotation_quadratic_init
+    from mgplvm.manifolds import SO3
+
+    data = so3(n_neurons=150, n_time=300, seed=1)
+    Y = torch.from_numpy(data.Y)
+    quad = align(rotation_quadratic_init(Y, restarts=8, n_candidates=5000), data.latents, SO3())
+    pca = align(pca_init(Y, SO3()), data.latents, SO3())
+    assert quad.median_error < 1.0 < 1.3 < pca.median_error
+
+
+def test_quadratic_latent_init_is_for_so3_only():
+    import mgplvm
+
+    model = mgplvm.MGPLVM("S3", 5, 20, seed=0)
+    with pytest.raises(ValueError, match="'quadratic' is for SO\\(3\\) latents"):
+        model.init_latents(torch.poisson(torch.full((1, 5, 20), 2.0)), "quadratic")
+
+
 def test_pca_init_shapes_euclid():
     Y = torch.poisson(torch.full((2, 6, 30), 2.0))
     mu = pca_init(Y, Euclid(3))
