@@ -57,6 +57,10 @@ class Problem:
     n_time: int = 500
 
 
+def _so3_cells(seed: int, n_time: int):
+    return datasets.so3(n_neurons=150, n_time=n_time, seed=seed)
+
+
 # T², S³ and SO(3) decay the learning rate over the second half of the fit (``lr_final``): at a
 # constant Adam step the latent means keep jittering by about the step size (docs/maths.md). SO(3)
 # starts from the "quadratic" PC fit, already about 0.4 rad from the truth, so it skips the KL
@@ -84,7 +88,7 @@ PROBLEMS = [
     ),
     Problem(
         "so3", "SO(3), 150 neurons, {n_time} bins",
-        lambda seed, n_time: datasets.so3(n_neurons=150, n_time=n_time, seed=seed),
+        _so3_cells,
         "SO3", 0.3, "median geodesic error = rotation angle (rad)",
         {"prior": "brownian", "latent_sd": 0.05},
         {"n_iter": 600, "n_mc": 4, "batch_size": 100, "early_stopping": False,
@@ -95,7 +99,7 @@ PROBLEMS = [
         # the earlier SO(3) configuration (identity start, 1500 iterations, constant step), kept
         # so that the SO(3) diagnoses in docs/maths.md, which ran it, can be rerun; not a default
         "so3-identity", "SO(3), 150 neurons, {n_time} bins, identity start",
-        lambda seed, n_time: datasets.so3(n_neurons=150, n_time=n_time, seed=seed),
+        _so3_cells,
         "SO3", 0.3, "median geodesic error = rotation angle (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4, "batch_size": 100, "early_stopping": False},
@@ -185,6 +189,21 @@ def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torc
     t = torch.arange(T)
     pooled = cs[(t + window + 1).clamp_max(T)] - cs[(t - window).clamp_min(0)]
     return cand[pooled.argmax(1)][None]
+
+
+def _errors(problem: Problem, al) -> list[float]:
+    """The problem's latent errors: per angle on a torus, else the median geodesic error."""
+    return al.per_dim_median if problem.manifold.startswith("T") else [al.median_error]
+
+
+def _fix_step_sd(model, value: float, flag: str) -> None:
+    """Fix the Brownian / AR(1) prior's step s.d. at ``value`` (rad/bin) and stop learning it."""
+    prior = model.prior
+    if not hasattr(prior, "raw_step_sd"):
+        raise ValueError(f"{flag} needs a Brownian / AR(1) latent prior")
+    with torch.no_grad():
+        prior.raw_step_sd.fill_(math.log(math.expm1(value)))  # softplus⁻¹
+    prior.raw_step_sd.requires_grad_(False)
 
 
 def run(
@@ -283,9 +302,8 @@ def run(
         _initialise(model, data.Y, init, seed, truth=data.latents)
     if not bool(model.initialized):  # the model's own start (``fit`` would make the same)
         model.init_from_data(data.Y)
-    start = align(model.latents.mu.detach(), data.latents, model.manifold)
-    start_errors = start.per_dim_median if problem.manifold.startswith("T") else [
-        start.median_error]
+    start_errors = _errors(problem, align(model.latents.mu.detach(), data.latents,
+                                          model.manifold))
     if freeze_latents:
         with torch.no_grad():
             model.latents.set_sd(0.01)
@@ -294,12 +312,7 @@ def run(
     res = fit(model, data.Y, seed=seed, progress=progress, **kw)
     res.n_iter += coarse_iter  # the reported iterations (and s/iter) count every phase
     if refine_step_sd is not None:
-        prior = model.prior
-        if not hasattr(prior, "raw_step_sd"):
-            raise ValueError("--refine-step-sd needs a Brownian / AR(1) latent prior")
-        with torch.no_grad():
-            prior.raw_step_sd.fill_(math.log(math.expm1(refine_step_sd)))  # softplus⁻¹
-        prior.raw_step_sd.requires_grad_(False)
+        _fix_step_sd(model, refine_step_sd, "--refine-step-sd")
         kw.update(n_iter=refine_iter or 600, lr_final=0.02, burnin=0.0)
         done = res.n_iter
         res = fit(model, data.Y, seed=seed + 1, progress=progress, **kw)
@@ -308,24 +321,18 @@ def run(
         # decode-refit: decode the path under the fitted tuning curves, restart the latents
         # there and refit with the Brownian step s.d. fixed at 0.025 rad/bin (the true path's
         # step per tangent coordinate on SO(3), docs/maths.md)
-        prior = model.prior
-        if not hasattr(prior, "raw_step_sd"):
-            raise ValueError("--decode-window needs a Brownian / AR(1) latent prior")
-        sd = 0.025
+        _fix_step_sd(model, 0.025, "--decode-window")
         kw.update(n_iter=refine_iter or 600, lr_final=0.02, burnin=0.0)
         for rnd in range(decode_rounds or 1):
             path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
             model.init_latents(data.Y, path)
             model.latents.set_sd(0.05)
-            with torch.no_grad():
-                prior.raw_step_sd.fill_(math.log(math.expm1(sd)))
-            prior.raw_step_sd.requires_grad_(False)
             done = res.n_iter
             res = fit(model, data.Y, seed=seed + 2 + rnd, progress=progress, **kw)
             res.n_iter += done
     elapsed = time.perf_counter() - t0
     al = align(model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)
-    errors = al.per_dim_median if problem.manifold.startswith("T") else [al.median_error]
+    errors = _errors(problem, al)
     with torch.no_grad():  # full-data ELBO at the fit, for comparing fits of one data set
         elbo = float(model.elbo(data.Y, n_mc=32))
     return {
