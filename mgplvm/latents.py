@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
-from mgplvm.manifolds import Euclid, LatentManifold, Torus
+from mgplvm.manifolds import SO3, Euclid, LatentManifold, Torus
 
 __all__ = [
     "ReLieNormal",
@@ -860,8 +860,6 @@ def rotation_quadratic_init(
     ``restarts`` × (up to ``max_iter``) assignments of every bin among ``n_candidates`` rotations,
     a few minutes on one thread for 500 bins with the defaults.
     """
-    from mgplvm.manifolds import SO3
-
     z = _principal_components(Y, 9, smooth, sqrt, whiten=False)
     trials, t = z.shape[:2]
     z = z.reshape(trials * t, 9)
