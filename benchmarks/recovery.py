@@ -134,6 +134,8 @@ RUN_OVERRIDES = {
     "refine_iter": "for {} iterations",
     "decode_window": "then decoded (windows of ±{} bins) and refitted",
     "decode_rounds": "{} decode-refit round(s)",
+    "smooth_steps": "then particle-smoothed (step s.d. by evidence from {}) and refitted",
+    "n_particles": None,
     "n_iter": None,
 }
 
@@ -229,6 +231,8 @@ def run(
     coarse: int | None = None,
     decode_window: int | None = None,
     decode_rounds: int | None = None,
+    smooth_steps: list[float] | None = None,
+    n_particles: int = 1000,
 ) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
     the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
@@ -252,7 +256,10 @@ def run(
     ``decode_window`` ``decode_rounds`` rounds after the fit (and any refinement) of: decode the
     path with :func:`windowed_decode`, restart the latents there (posterior s.d. 0.05) and refit
     with the step s.d. fixed at 0.025 and the learning rate decaying to 0.02× (``refine_iter``
-    iterations, default 600)."""
+    iterations, default 600); ``smooth_steps`` the same with the path from
+    :meth:`mgplvm.MGPLVM.smooth_latents` (``n_particles`` particles) instead, and the step s.d.
+    fixed at the candidate in ``smooth_steps`` with the largest log evidence (chosen from the
+    data alone, at every round)."""
     data = problem.make(seed, problem.n_time if n_time is None else n_time)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
@@ -317,19 +324,36 @@ def run(
         done = res.n_iter
         res = fit(model, data.Y, seed=seed + 1, progress=progress, **kw)
         res.n_iter += done
-    if decode_window is not None:
+    if decode_window is not None and smooth_steps is not None:
+        raise ValueError("--decode-window and --smooth-steps are two ways of one phase: pick one")
+    evidence, round_errors = [], []
+    if decode_window is not None or smooth_steps is not None:
         # decode-refit: decode the path under the fitted tuning curves, restart the latents
-        # there and refit with the Brownian step s.d. fixed at 0.025 rad/bin (the true path's
-        # step per tangent coordinate on SO(3), docs/maths.md)
-        _fix_step_sd(model, 0.025, "--decode-window")
+        # there and refit with the Brownian step s.d. fixed: windowed decoding fixes it at
+        # 0.025 rad/bin (the true path's step per tangent coordinate on SO(3), docs/maths.md);
+        # particle smoothing picks it from ``smooth_steps`` by the smoother's log evidence
+        if decode_window is not None:
+            _fix_step_sd(model, 0.025, "--decode-window")
         kw.update(n_iter=refine_iter or 600, lr_final=0.02, burnin=0.0)
         for rnd in range(decode_rounds or 1):
-            path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
+            if decode_window is not None:
+                path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
+            else:
+                runs = {sd: model.smooth_latents(data.Y, sd, n_particles=n_particles,
+                                                 seed=seed + 1000 + rnd)
+                        for sd in smooth_steps}
+                ev = {sd: float(r.log_evidence.sum()) for sd, r in runs.items()}
+                best = max(ev, key=ev.get)
+                evidence.append(ev)
+                path = runs[best].mean
+                _fix_step_sd(model, best, "--smooth-steps")
             model.init_latents(data.Y, path)
             model.latents.set_sd(0.05)
             done = res.n_iter
             res = fit(model, data.Y, seed=seed + 2 + rnd, progress=progress, **kw)
             res.n_iter += done
+            round_errors.append(_errors(problem, align(
+                model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)))
     elapsed = time.perf_counter() - t0
     al = align(model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)
     errors = _errors(problem, al)
@@ -346,6 +370,8 @@ def run(
         "seconds_per_iter": elapsed / max(1, res.n_iter),
         "step_sd": getattr(model.prior, "step_sd", None),
         "rho": model.latents.rho,
+        "evidence": evidence,
+        "round_errors": round_errors,
     }
 
 
@@ -391,6 +417,14 @@ def main(argv=None) -> int:
                     "step s.d. fixed at 0.025 (--refine-iter iterations, default 600)")
     ap.add_argument("--decode-rounds", type=int, default=None,
                     help="decode-refit rounds (default 1)")
+    ap.add_argument("--smooth-steps", type=lambda v: [float(a) for a in v.split(",")],
+                    default=None,
+                    help="after the fit: particle-smooth the path under the fitted tuning "
+                    "curves for each of these step s.d.s (a,b,...), keep the one with the "
+                    "largest log evidence, and refit from it with the step s.d. fixed there "
+                    "(--decode-rounds rounds, --refine-iter iterations each)")
+    ap.add_argument("--n-particles", type=int, default=1000,
+                    help="particles of --smooth-steps (default 1000)")
     ap.add_argument("--n-inducing", type=int, default=None,
                     help="override the number of inducing points")
     ap.add_argument("--threads", type=int, default=1)
@@ -435,6 +469,14 @@ def main(argv=None) -> int:
             rho = "" if rho is None else ", posterior ρ " + ", ".join(
                 f"{v:.3f}" for v in rho.detach().tolist())
             print(f"  prior step s.d. (rad/bin) {sd}{rho}")
+        for rnd, errs in enumerate(out["round_errors"]):
+            line = f"  decode-refit round {rnd + 1}: error " + ", ".join(f"{e:.3f}" for e in errs)
+            if out["evidence"]:
+                ev = out["evidence"][rnd]
+                line += "; smoother log evidence " + ", ".join(
+                    f"{sd:g}: {v:.1f}" for sd, v in ev.items()
+                ) + f" -> step s.d. {max(ev, key=ev.get):g}"
+            print(line)
         print(f"  tuning-curve correlation (median over neurons): {out['tuning_corr']:.3f}  "
               f"(threshold > {TUNING_THRESHOLD}: {'PASS' if ok_tc else 'FAIL'})")
     print(f"overall: {'PASS' if all_pass else 'FAIL'}")

@@ -18,6 +18,7 @@ _SUBMODULES = {
     "comms",
     "likelihoods",
     "latents",
+    "smoothing",
     "model",
     "fitting",
     "crossval",

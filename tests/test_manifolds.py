@@ -301,6 +301,20 @@ def test_chordal_sqdist_symmetric_zero_diagonal_pairwise(name):
     assert m.pairwise_chordal_sqdist(x, x).diagonal().abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_pairwise_sqdist_coords_is_the_log_map_norm(name):
+    """The matmul forms (SO(3), spheres) equal the broadcast ‖logmap_coords‖² default, and the
+    squared geodesic distance where both are defined."""
+    m = get_manifold(name)
+    x, y = points(m, 12, seed=3), points(m, 9, seed=4)
+    D = m.pairwise_sqdist_coords(x, y)
+    assert D.shape == (12, 9)
+    v = m.logmap_coords(x[:, None].expand(-1, 9, -1), y[None].expand(12, -1, -1))
+    torch.testing.assert_close(D, v.pow(2).sum(-1))
+    if not isinstance(m, Product):
+        torch.testing.assert_close(D, m.dist(x[:, None], y[None]).pow(2))
+
+
 def test_chordal_closed_forms_and_so3_sign_invariance():
     s2, so3 = Sphere(2), SO3()
     x, y = points(s2, 40, seed=9), points(s2, 40, seed=10)

@@ -560,3 +560,40 @@ def test_decode_with_markov_prior_follows_the_path():
     per_bin = model._decode_init(Y)
     assert error(path) < 0.5 * error(per_bin)
     assert error(path) < 0.1
+
+
+def test_smooth_latents_tracks_the_path_and_reads_the_prior_step():
+    """Particle smoothing under the model's tuning curves (mgplvm.smoothing): with the Brownian
+    prior's own step s.d. it follows a two-lap ring path, the log evidence prefers a plausible
+    step to a far too small one, and without a Brownian prior it asks for ``step_sd``."""
+    from mgplvm.latents import UniformPrior
+
+    torch.manual_seed(0)
+    model = MGPLVM("T1", 6, 200, likelihood="poisson", prior="brownian",
+                   prior_kwargs={"step_sd": 0.1}, seed=0)
+    _randomise_q_u(model, seed=1)
+    q_u = model.gp.variational_strategy._variational_distribution
+    with torch.no_grad():
+        model.gp.mean_module.constant = torch.zeros(6)
+        model.gp.covar_module.outputscale = torch.ones(6)
+        q_u.chol_variational_covar.copy_(0.05 * torch.eye(q_u.chol_variational_covar.shape[-1]))
+    drift = torch.linspace(0, 4 * math.pi, 200) + 0.03 * torch.randn(200).cumsum(0)
+    truth = torch.remainder(drift + math.pi, 2 * math.pi) - math.pi
+    with torch.no_grad():
+        mean, var = model.gp_marginals(truth[:, None])
+        Y = torch.poisson(torch.exp(mean + 0.5 * var) * model.bin_size)[None]
+
+    def error(mu):
+        d = torch.remainder(mu[0, :, 0] - truth + math.pi, 2 * math.pi) - math.pi
+        return float(d.abs().median())
+
+    out = model.smooth_latents(Y, n_particles=300, seed=0)
+    assert out.mean.shape == (1, 200, 1) and out.log_evidence.shape == (1,)
+    assert error(out.mean) < 0.1
+    assert torch.equal(model.smooth_latents(Y, n_particles=300, seed=0).mean, out.mean)
+    tiny = model.smooth_latents(Y, 0.003, n_particles=300, seed=0)
+    assert float(out.log_evidence) > float(tiny.log_evidence) + 10
+    model.prior = UniformPrior(model.manifold)
+    with pytest.raises(ValueError, match="needs step_sd"):
+        model.smooth_latents(Y)
+    assert model.smooth_latents(Y, 0.1, n_particles=300, seed=0).mean.shape == (1, 200, 1)

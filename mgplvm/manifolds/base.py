@@ -127,6 +127,15 @@ class LatentManifold(geoopt.Manifold):
         ``mu``."""
         raise NotImplementedError
 
+    def pairwise_sqdist_coords(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """``‖logmap_coords(x1_i, x2_j)‖²`` for all pairs, ``(..., n, A), (..., m, A) ->
+        (..., n, m)`` (the squared geodesic distance on the principal branch). Subclasses
+        override with a matmul form; this default broadcasts :meth:`logmap_coords`."""
+        n, m = x1.shape[-2], x2.shape[-2]
+        a = x1.unsqueeze(-2).expand(*x1.shape[:-1], m, x1.shape[-1])
+        b = x2.unsqueeze(-3).expand(*x2.shape[:-2], n, m, x2.shape[-1])
+        return self.logmap_coords(a, b).pow(2).sum(-1)
+
     def compose(self, g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Group product ``g · h`` (groups only)."""
         raise NotImplementedError(f"{self!r} is not a group")

@@ -151,6 +151,11 @@ class SO3(LatentManifold):
     def pairwise_chordal_sqdist(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return (4 - 4 * (x1 @ x2.transpose(-1, -2)).pow(2)).clamp_min(0)
 
+    def pairwise_sqdist_coords(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """``ρ²`` with ``ρ = atan2(√(1 − c²), |c|)``, ``c = x1ᵢᵀ x2ⱼ`` (half the rotation angle)."""
+        c = (x1 @ x2.transpose(-1, -2)).abs().clamp_max(1)
+        return torch.atan2((1 - c * c).clamp_min(0).sqrt(), c).pow(2)
+
     # densities --------------------------------------------------------------------------------
     def log_volume(self) -> float:
         """``log π²`` (Haar volume with the metric induced by S³)."""

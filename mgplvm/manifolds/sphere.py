@@ -362,6 +362,11 @@ class Sphere(LatentManifold):
     def pairwise_chordal_sqdist(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return (2 - 2 * x1 @ x2.transpose(-1, -2)).clamp_min(0)
 
+    def pairwise_sqdist_coords(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Squared geodesic angle ``atan2(√(1 − c²), c)²``, ``c = x1ᵢᵀ x2ⱼ``."""
+        c = (x1 @ x2.transpose(-1, -2)).clamp(-1, 1)
+        return torch.atan2((1 - c * c).clamp_min(0).sqrt(), c).pow(2)
+
     # densities --------------------------------------------------------------------------------
     def log_volume(self) -> float:
         """``log |Sⁿ| = log 2 + (n+1)/2 log π − log Γ((n+1)/2)`` (S²: log 4π, S³: log 2π²)."""
