@@ -136,6 +136,7 @@ RUN_OVERRIDES = {
     "decode_rounds": "{} decode-refit round(s)",
     "smooth_steps": "then particle-smoothed (step s.d. by evidence from {}) and refitted",
     "n_particles": None,
+    "smooth_final": "the latents scored are the particle-smoothed path",
     "n_iter": None,
 }
 
@@ -193,6 +194,16 @@ def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torc
     return cand[pooled.argmax(1)][None]
 
 
+def _smooth_by_evidence(model, Y, steps, n_particles: int, seed: int):
+    """:meth:`mgplvm.MGPLVM.smooth_latents` at every step s.d. in ``steps`` (one seed, so the
+    draws are shared): the smoothed path of the largest log evidence, its step s.d. and the
+    evidence of each."""
+    runs = {sd: model.smooth_latents(Y, sd, n_particles=n_particles, seed=seed) for sd in steps}
+    ev = {sd: float(r.log_evidence.sum()) for sd, r in runs.items()}
+    best = max(ev, key=ev.get)
+    return runs[best].mean, best, ev
+
+
 def _errors(problem: Problem, al) -> list[float]:
     """The problem's latent errors: per angle on a torus, else the median geodesic error."""
     return al.per_dim_median if problem.manifold.startswith("T") else [al.median_error]
@@ -233,6 +244,7 @@ def run(
     decode_rounds: int | None = None,
     smooth_steps: list[float] | None = None,
     n_particles: int = 1000,
+    smooth_final: bool = False,
 ) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
     the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
@@ -259,7 +271,9 @@ def run(
     iterations, default 600); ``smooth_steps`` the same with the path from
     :meth:`mgplvm.MGPLVM.smooth_latents` (``n_particles`` particles) instead, and the step s.d.
     fixed at the candidate in ``smooth_steps`` with the largest log evidence (chosen from the
-    data alone, at every round)."""
+    data alone, at every round); ``smooth_final`` scores, instead of the posterior means, the
+    path particle-smoothed under the final tuning curves (step s.d. by evidence from
+    ``smooth_steps``)."""
     data = problem.make(seed, problem.n_time if n_time is None else n_time)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
@@ -335,17 +349,13 @@ def run(
         if decode_window is not None:
             _fix_step_sd(model, 0.025, "--decode-window")
         kw.update(n_iter=refine_iter or 600, lr_final=0.02, burnin=0.0)
-        for rnd in range(decode_rounds or 1):
+        for rnd in range(1 if decode_rounds is None else decode_rounds):
             if decode_window is not None:
                 path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
             else:
-                runs = {sd: model.smooth_latents(data.Y, sd, n_particles=n_particles,
-                                                 seed=seed + 1000 + rnd)
-                        for sd in smooth_steps}
-                ev = {sd: float(r.log_evidence.sum()) for sd, r in runs.items()}
-                best = max(ev, key=ev.get)
+                path, best, ev = _smooth_by_evidence(model, data.Y, smooth_steps, n_particles,
+                                                     seed + 1000 + rnd)
                 evidence.append(ev)
-                path = runs[best].mean
                 _fix_step_sd(model, best, "--smooth-steps")
             model.init_latents(data.Y, path)
             model.latents.set_sd(0.05)
@@ -354,8 +364,15 @@ def run(
             res.n_iter += done
             round_errors.append(_errors(problem, align(
                 model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)))
+    latents = model.latent_posterior(n_samples=50).mean
+    if smooth_final:
+        if not smooth_steps:
+            raise ValueError("--smooth-final needs --smooth-steps")
+        latents, _, ev = _smooth_by_evidence(model, data.Y, smooth_steps, n_particles,
+                                             seed + 2000)
+        evidence.append(ev)
     elapsed = time.perf_counter() - t0
-    al = align(model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)
+    al = align(latents, data.latents, model.manifold)
     errors = _errors(problem, al)
     with torch.no_grad():  # full-data ELBO at the fit, for comparing fits of one data set
         elbo = float(model.elbo(data.Y, n_mc=32))
@@ -416,7 +433,8 @@ def main(argv=None) -> int:
                     "pooling the likelihood over ± this many bins, and refit from it with the "
                     "step s.d. fixed at 0.025 (--refine-iter iterations, default 600)")
     ap.add_argument("--decode-rounds", type=int, default=None,
-                    help="decode-refit rounds (default 1)")
+                    help="decode-refit rounds (default 1; 0 with --smooth-final: smooth "
+                    "the first fit only)")
     ap.add_argument("--smooth-steps", type=lambda v: [float(a) for a in v.split(",")],
                     default=None,
                     help="after the fit: particle-smooth the path under the fitted tuning "
@@ -425,6 +443,9 @@ def main(argv=None) -> int:
                     "(--decode-rounds rounds, --refine-iter iterations each)")
     ap.add_argument("--n-particles", type=int, default=1000,
                     help="particles of --smooth-steps (default 1000)")
+    ap.add_argument("--smooth-final", action="store_true",
+                    help="score the path particle-smoothed under the final tuning curves "
+                    "(step s.d. by evidence from --smooth-steps) instead of the posterior means")
     ap.add_argument("--n-inducing", type=int, default=None,
                     help="override the number of inducing points")
     ap.add_argument("--threads", type=int, default=1)
@@ -471,12 +492,17 @@ def main(argv=None) -> int:
             print(f"  prior step s.d. (rad/bin) {sd}{rho}")
         for rnd, errs in enumerate(out["round_errors"]):
             line = f"  decode-refit round {rnd + 1}: error " + ", ".join(f"{e:.3f}" for e in errs)
-            if out["evidence"]:
+            if rnd < len(out["evidence"]):
                 ev = out["evidence"][rnd]
                 line += "; smoother log evidence " + ", ".join(
                     f"{sd:g}: {v:.1f}" for sd, v in ev.items()
                 ) + f" -> step s.d. {max(ev, key=ev.get):g}"
             print(line)
+        if len(out["evidence"]) > len(out["round_errors"]):
+            ev = out["evidence"][-1]
+            print("  final particle smoothing: log evidence " + ", ".join(
+                f"{sd:g}: {v:.1f}" for sd, v in ev.items()) + f" -> step s.d. "
+                f"{max(ev, key=ev.get):g}")
         print(f"  tuning-curve correlation (median over neurons): {out['tuning_corr']:.3f}  "
               f"(threshold > {TUNING_THRESHOLD}: {'PASS' if ok_tc else 'FAIL'})")
     print(f"overall: {'PASS' if all_pass else 'FAIL'}")
