@@ -55,6 +55,10 @@ class Problem:
     init: str = "pca"
     #: recording length in bins (the issue's); ``make(seed, n_time)`` and ``label`` take it
     n_time: int = 500
+    #: a decode-refit phase after the fit (``run``'s ``smooth_steps`` / ``decode_rounds``), used
+    #: unless the command line asks for another (``--decode-window``, ``--decode-rounds 0``)
+    smooth_steps: list[float] | None = None
+    decode_rounds: int | None = None
 
 
 def _so3_cells(seed: int, n_time: int):
@@ -65,7 +69,10 @@ def _so3_cells(seed: int, n_time: int):
 # constant Adam step the latent means keep jittering by about the step size (docs/maths.md). SO(3)
 # starts from the "quadratic" PC fit, already about 0.4 rad from the truth, so it skips the KL
 # annealing, starts with a narrow posterior (s.d. 0.05) and needs fewer iterations; from the
-# identity start it failed worse (0.868 rad, tuning correlation 0.584, 1500 iterations).
+# identity start it failed worse (0.868 rad, tuning correlation 0.584, 1500 iterations). The fit
+# alone stops at 0.431 rad (``--decode-rounds 0``): SO(3) then runs three decode-refit rounds,
+# each particle-smoothing the path under the fitted tuning curves with the step s.d. of the
+# largest log evidence and refitting from it (0.263 rad, docs/maths.md).
 PROBLEMS = [
     Problem(
         "ring", "ring T1, 50 neurons, {n_time} bins",
@@ -94,6 +101,8 @@ PROBLEMS = [
         {"n_iter": 600, "n_mc": 4, "batch_size": 100, "early_stopping": False,
          "lr_final": 0.02, "burnin": 0.0},
         init="quadratic",
+        smooth_steps=[0.05, 0.07, 0.1],
+        decode_rounds=3,
     ),
     Problem(
         # the earlier SO(3) configuration (identity start, 1500 iterations, constant step), kept
@@ -338,6 +347,9 @@ def run(
         done = res.n_iter
         res = fit(model, data.Y, seed=seed + 1, progress=progress, **kw)
         res.n_iter += done
+    if decode_window is None and smooth_steps is None and decode_rounds != 0:
+        smooth_steps = problem.smooth_steps  # the problem's own decode-refit phase
+        decode_rounds = problem.decode_rounds if decode_rounds is None else decode_rounds
     if decode_window is not None and smooth_steps is not None:
         raise ValueError("--decode-window and --smooth-steps are two ways of one phase: pick one")
     evidence, round_errors = [], []
