@@ -101,7 +101,8 @@ def particle_smoother(
     resampled to ``n_particles``, which helps a broad start find the likelihood's peak);
     ``step_sd``: the step s.d. per tangent coordinate (a number or ``(dim,)``); ``generator``
     seeds the propagation noise and the resampling. ``chunk`` bounds the rows of the
-    ``(trials, P, P)`` transition matrix held at once in the backward pass.
+    ``(trials, P, P)`` transition matrix held at once in the backward pass. Every bin's particles
+    are kept for that pass: ``time × trials × n_particles × ambient`` numbers.
     """
     if initial.ndim != 3 or initial.shape[-1] != manifold.ambient_dim:
         raise ValueError(
