@@ -7,7 +7,9 @@ seeds), decode the latents from the counts with the *true* tuning curves:
   on SO(3));
 * T²: the posterior mean of a grid HMM (forward–backward, wrapped-Gaussian steps per angle with
   s.d. = speed × bin × {1, 2});
-* SO(3): maximum likelihood pooled over a window of ±w bins (w = 1, 2, 4).
+* SO(3): maximum likelihood pooled over a window of ±w bins (w = 1, 2, 4), and with
+  ``--smooth-steps a,b,...`` the particle smoother of :mod:`mgplvm.smoothing` at each step s.d.
+  (its log evidence is printed with it).
 
 Errors are medians against the true latents (per angle on T², rotation angle on SO(3)); no
 alignment is needed because the tuning curves are the true ones. A fitted mGPLVM, which learns the
@@ -28,6 +30,7 @@ from mgplvm import datasets
 from mgplvm.alignment import angle_error
 from mgplvm.datasets import _tuning_rates
 from mgplvm.manifolds import SO3, Torus
+from mgplvm.smoothing import particle_smoother
 
 
 def _log_lik(data, manifold, points: torch.Tensor) -> np.ndarray:
@@ -84,7 +87,8 @@ def torus_oracle(seed: int, speed: float, grid: int = 90) -> dict[str, list[floa
     return out
 
 
-def so3_oracle(seed: int, speed: float, n_candidates: int = 40_000) -> dict[str, list[float]]:
+def so3_oracle(seed: int, speed: float, n_candidates: int = 40_000,
+               smooth_steps: tuple[float, ...] = ()) -> dict[str, list[float]]:
     data = datasets.so3(n_neurons=150, n_time=500, seed=seed, angular_velocity_sd=speed)
     m = SO3()
     pts = m.random(n_candidates, dtype=torch.float64,
@@ -101,6 +105,21 @@ def so3_oracle(seed: int, speed: float, n_candidates: int = 40_000) -> dict[str,
     for w in (1, 2, 4):
         lo, hi = np.clip(np.arange(T) - w, 0, T), np.clip(np.arange(T) + w + 1, 0, T)
         out[f"ML pooled over ±{w} bins"] = [err(pts[(csum[hi] - csum[lo]).argmax(1)])]
+    Y, p = torch.as_tensor(data.Y[0], dtype=torch.float64), data.params  # Y (neurons, time)
+
+    def bin_log_lik(g, t):  # (1, P, 4) -> (1, P)
+        lam = torch.as_tensor(_tuning_rates(m, "von_mises", g[0], p["preferred"], p["widths"],
+                                            p["peak_rates"], p["baselines"])) * data.bin_size
+        return (Y[:, t] @ torch.log(lam) - lam.sum(0))[None]
+
+    for sd in smooth_steps:  # particle smoother (mgplvm.smoothing) with the true tuning curves
+        g = torch.Generator().manual_seed(seed)
+        initial = m.random(1, 20 * 2000, dtype=torch.float64, generator=g)
+        sm = particle_smoother(m, bin_log_lik, initial, data.n_time, sd, n_particles=2000,
+                               generator=g)
+        out[f"smoother, step {sd:g} (log evidence {float(sm.log_evidence[0]):.0f})"] = [
+            err(sm.mean[0])
+        ]
     return out
 
 
@@ -108,12 +127,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speeds", default="100,400", help="latent speed s.d. (deg/s), a,b,...")
+    ap.add_argument("--smooth-steps", default="",
+                    help="SO(3): also particle-smooth (2000 particles) at these step s.d.s "
+                    "(a,b,...; about a minute each) and print each one's log evidence")
     args = ap.parse_args(argv)
+    steps = tuple(float(v) for v in args.smooth_steps.split(",") if v)
     for speed in (float(s) for s in args.speeds.split(",")):
         for label, fn in (("T2, 100 neurons, 500 bins", torus_oracle),
                           ("SO3, 150 neurons, 500 bins", so3_oracle)):
             print(f"{label}, {speed:g} deg/s, seed {args.seed} (median error, rad):")
-            for k, v in fn(args.seed, speed).items():
+            extra = {"smooth_steps": steps} if fn is so3_oracle else {}
+            for k, v in fn(args.seed, speed, **extra).items():
                 print(f"  {k:<24} " + " / ".join(f"{e:.3f}" for e in v))
     return 0
 
