@@ -66,7 +66,8 @@ COMPARISONS = {
 
 
 def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
-            n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float) -> dict:
+            n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
+            test_init: str = "decode") -> dict:
     """One repetition on one recording: a fresh recording, one fold per candidate."""
     data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, angular_velocity_sd=speed,
                **kw)
@@ -75,7 +76,7 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
         executor=pool, progress=False,
         fit_kwargs={"n_iter": n_iter, "n_mc": 4},
         test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
-        model_kwargs={"prior": prior},
+        model_kwargs={"prior": prior}, test_init=test_init,
     )
     failed = {r["manifold"] for r in cv.failed}
     out = {"_failed": {m: m in failed for m in candidates},
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                         "usually covers only an arc, which R1 explains as well as T1)")
     p.add_argument("--prior", default="brownian",
                    help="latent prior of every candidate (brownian: as mgplvm demo)")
+    p.add_argument("--test-init", choices=["decode", "smooth"], default="decode",
+                   help="start of the test-bin latents (crossvalidate's test_init): the best "
+                        "path through candidate points, or the particle-smoothed path")
     a = p.parse_args(argv)
     reps = a.reps or (2 if a.quick else 10)
     reps_run = range(a.first_rep, a.first_rep + reps)
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"
           f"{f' ({special})' if special else ''} (25 ms, Poisson); "
           f"{n_iter} training / {n_iter // 2} test iterations; {a.prior} prior on every candidate; "
-          f"latent speed s.d. {a.speed:g} deg/s; "
+          f"latent speed s.d. {a.speed:g} deg/s; test-bin latents start: {a.test_init}; "
           "metrics (higher is better): " + "; ".join(SCORES.values()) + "\n")
     t0 = time.perf_counter()
     workers = a.workers or os.cpu_count() or 1
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             ThreadPoolExecutor(max(1, len(shared) * reps)) as driver:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
-                                    n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed)
+                                    n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed,
+                                    a.test_init)
             for key, cands in shared.items() for r in reps_run
         }
         rows = []

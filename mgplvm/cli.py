@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--splits", type=int, default=10, help="folds (default 10)")
     cv.add_argument("--workers", type=int, default=None, help="parallel processes")
     cv.add_argument("--iterations", type=int, default=None, help="optimisation steps per fit")
+    cv.add_argument("--test-init", default="decode", choices=["decode", "smooth"],
+                    help="start of the held-out latents: best path through candidate points "
+                    "(decode, default) or the particle-smoothed path (smooth; slower)")
 
     sim = sub.add_parser("simulate", help="generate a synthetic recording",
                          description="Generate a synthetic recording from a settings file "

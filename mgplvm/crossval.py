@@ -322,6 +322,8 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     for direction, (inp, out) in enumerate((halves, halves[::-1])):
         test_model = model.with_new_latents(len(test_t), n_trials)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
+        if spec.get("test_init", "decode") != "decode":  # else fit's own "decode" start
+            observed.init_latents(Y_test[:, inp], spec["test_init"])
         fit_module.fit(observed, Y_test[:, inp], train="latents", seed=seed + 1 + direction,
                        progress=False, **spec["test_fit_kwargs"])
         y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
@@ -393,6 +395,7 @@ def crossvalidate(
     model_kwargs: dict[str, Any] | None = None,
     test_fit_kwargs: dict[str, Any] | None = None,
     n_eval_samples: int = 64,
+    test_init: str = "decode",
     progress: bool = True,
 ) -> CVResult:
     """Compare candidate manifolds by cross-validation on ``Y`` ``(trials, neurons, time)``.
@@ -414,6 +417,11 @@ def crossvalidate(
         fit_kwargs / test_fit_kwargs: passed to :func:`mgplvm.fit` for the training fit and for the
             latent-only fits at test bins; model_kwargs: passed to :class:`mgplvm.MGPLVM`.
         n_eval_samples: latent samples in the importance-weighted held-out log-likelihood.
+        test_init: start of the test-bin latents, inferred from one neuron half under the frozen
+            tuning curves: ``"decode"`` (the best path through ~1000 candidate points per bin
+            with a Brownian / AR(1) prior, else the best candidate per bin) or ``"smooth"``
+            (needs ``model_kwargs={"prior": "brownian"}``: the particle-smoothed path,
+            :meth:`~mgplvm.model.MGPLVM.smooth_latents`; slower, not limited to a grid).
     """
     from mgplvm.manifolds import get_manifold
 
@@ -433,6 +441,13 @@ def crossvalidate(
         get_manifold(name)  # fail fast with the parser's message
     if int(n_eval_samples) < 1:
         raise ValueError(f"n_eval_samples must be >= 1, got {n_eval_samples}")
+    if test_init not in ("decode", "smooth"):
+        raise ValueError(f"test_init must be 'decode' or 'smooth', got {test_init!r}")
+    if test_init == "smooth" and (model_kwargs or {}).get("prior") != "brownian":
+        raise ValueError(
+            "test_init='smooth' needs a Brownian latent prior: pass "
+            "model_kwargs={'prior': 'brownian', ...}"
+        )
     _, n_neurons, n_time = Y.shape
     splits = make_splits(n_neurons, n_time, n_splits, seed=seed, block=block)
     config = {
@@ -441,6 +456,8 @@ def crossvalidate(
         "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
         "threads_per_task": threads_per_task, "shape": list(Y.shape),
     }
+    if test_init != "decode":  # only when set: results_dirs of earlier runs stay resumable
+        config["test_init"] = test_init
     rdir = Path(results_dir) if results_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -465,7 +482,7 @@ def crossvalidate(
                 "seed": int(seed * 100_003 + k), "likelihood": likelihood, "bin_size": bin_size,
                 "fit_kwargs": fit_kwargs or {}, "model_kwargs": model_kwargs or {},
                 "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
-                "threads_per_task": threads_per_task,
+                "threads_per_task": threads_per_task, "test_init": test_init,
                 "results_dir": str(rdir) if rdir is not None else None,
             })
 

@@ -94,6 +94,9 @@ VARIATIONAL_DISTRIBUTIONS = {
     "meanfield": gpytorch.variational.MeanFieldVariationalDistribution,
 }
 
+#: particles of the ``"smooth"`` latent initialisation (:meth:`MGPLVM.init_latents`)
+SMOOTH_INIT_PARTICLES = 1000
+
 _KERNELS = {"rbf": None, "matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
 
 
@@ -717,8 +720,11 @@ class MGPLVM(nn.Module):
         leading PCs fitted as a linear image of ``q qᵀ``);
         ``"decode"``: for every bin the best of ~1000 candidate points (uniform draws and the
         inducing points) under the current tuning curves (for held-out data with a trained
-        generative model); ``"random"``: uniform draws; a tensor ``(trials, time, ambient)``: used
-        as is.
+        generative model; the best *path* through them under a Brownian prior);
+        ``"smooth"`` (Brownian prior): the particle-smoothed path under the current tuning curves
+        and the prior's step s.d. (:meth:`smooth_latents` with 1000 particles) — slower than
+        ``"decode"``, and not limited to the candidate grid; ``"random"``: uniform draws; a tensor
+        ``(trials, time, ambient)``: used as is.
         """
         if isinstance(method, torch.Tensor | np.ndarray):
             mu = torch.as_tensor(method, dtype=self.dtype, device=self.device)
@@ -738,6 +744,8 @@ class MGPLVM(nn.Module):
                 )
             elif method == "decode":
                 mu = self._decode_init(Y)
+            elif method == "smooth":
+                mu = self.smooth_latents(Y, n_particles=SMOOTH_INIT_PARTICLES).mean
             elif method == "quadratic":
                 if not isinstance(self.manifold, SO3):
                     raise ValueError(
@@ -750,7 +758,8 @@ class MGPLVM(nn.Module):
                 mu = self.manifold.random(self.n_trials, self.n_time, dtype=self.dtype)
             else:
                 raise ValueError(
-                    f"unknown latent init {method!r}: 'pca', 'quadratic', 'decode' or 'random'"
+                    f"unknown latent init {method!r}: 'pca', 'quadratic', 'decode', 'smooth' "
+                    "or 'random'"
                 )
             self.latents.set_mean(mu.to(self.dtype))
         self.latents_initialized.fill_(True)
@@ -774,8 +783,10 @@ class MGPLVM(nn.Module):
         ``log_evidence (trials,)`` of ``Y`` under this step s.d. (compare it over a grid of
         ``step_sd`` values with one ``seed`` to choose the step s.d. by marginal likelihood), and
         the filter's effective sample sizes. The first bin starts from ``n_initial`` (default
-        ``20 × n_particles``) draws of the uniform density (compact manifolds) or of ``N(0, I)``
-        in the tangent coordinates (Rᵈ). Cost: ``O(time × particles²)`` for the backward pass.
+        ``20 × n_particles``) draws of the uniform density (compact manifolds) or, on Rᵈ, of a
+        normal density with the per-coordinate mean and s.d. of the inducing points (the region
+        where the tuning curves were learned). Cost: ``O(time × particles²)`` for the backward
+        pass, and one evaluation of the GP marginals at ``particles`` points per bin.
         """
         Y = self.validate_data(Y)
         if step_sd is None:
@@ -791,8 +802,9 @@ class MGPLVM(nn.Module):
         if m.is_compact:
             initial = m.random(B, n0, dtype=self.dtype, device=self.device, generator=g)
         else:
+            z = m.log0(self.gp.inducing_points.detach())  # (M, dim)
             eps = torch.randn(B, n0, m.dim, dtype=self.dtype, device=self.device, generator=g)
-            initial = m.exp0(eps)
+            initial = m.exp0(z.mean(0) + z.std(0).clamp_min(1e-3) * eps)
         lik = self.likelihood
 
         def log_lik(x: torch.Tensor, t: int) -> torch.Tensor:

@@ -100,9 +100,11 @@ def particle_smoother(
     manifold; ``P0`` may exceed ``n_particles``: the first bin is then weighted on ``P0`` draws and
     resampled to ``n_particles``, which helps a broad start find the likelihood's peak);
     ``step_sd``: the step s.d. per tangent coordinate (a number or ``(dim,)``); ``generator``
-    seeds the propagation noise and the resampling. ``chunk`` bounds the rows of the
-    ``(trials, P, P)`` transition matrix held at once in the backward pass. Every bin's particles
-    are kept for that pass: ``time × trials × n_particles × ambient`` numbers.
+    seeds the propagation noise and the resampling. The backward pass holds one bin's
+    ``(trials, P, P)`` log transition matrix at a time; ``chunk`` bounds the rows of it whose
+    pairwise log maps (``(trials, chunk, P, dim)``, anisotropic steps only) are formed at once.
+    Every bin's particles are kept for that pass: ``time × trials × n_particles × ambient``
+    numbers.
     """
     if initial.ndim != 3 or initial.shape[-1] != manifold.ambient_dim:
         raise ValueError(

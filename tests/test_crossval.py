@@ -100,6 +100,39 @@ def test_held_out_data_never_reach_a_fit(monkeypatch):
         assert r["pred_ll_per_datum"] > r["ll_per_datum"]
 
 
+def test_smoothed_test_start_sees_only_the_input_half_at_test_bins(monkeypatch):
+    """``test_init="smooth"``: the test-bin latents start from the particle-smoothed path of the
+    input half's test-bin counts (held-out neurons never reach it), then the latent-only fit."""
+    from mgplvm.model import MGPLVM
+
+    fake, starts = RecordingFit(), []
+    original = MGPLVM.init_latents
+
+    def spy(model, Y, method="pca"):
+        Yn = np.asarray(Y)
+        starts.append({"method": method, "neurons": np.unique(Yn[0] // 1000).astype(int),
+                       "bins": np.unique(Yn[0] % 1000).astype(int)})
+        return original(model, Y, method)
+
+    monkeypatch.setattr(fit_module, "fit", fake)
+    monkeypatch.setattr(MGPLVM, "init_latents", spy)
+    res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
+                        progress=False, n_eval_samples=2, test_init="smooth",
+                        model_kwargs={"prior": "brownian"})
+    assert all(r["status"] == "ok" for r in res.records), res.failed
+    assert res.config["test_init"] == "smooth"
+    split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
+    assert len(starts) == 2 * 2  # manifolds x test directions
+    for start, inp in zip(starts, [split["neurons_a"], split["neurons_b"]] * 2, strict=True):
+        assert start["method"] == "smooth"
+        np.testing.assert_array_equal(start["neurons"], inp)
+        np.testing.assert_array_equal(start["bins"], split["test_t"])
+    with pytest.raises(ValueError, match="Brownian latent prior"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="smooth")
+    with pytest.raises(ValueError, match="test_init"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="viterbi")
+
+
 def test_scores_are_per_datum(monkeypatch):
     """Doubling the data (two identical trials) leaves the per-datum score unchanged."""
     monkeypatch.setattr(fit_module, "fit", RecordingFit())

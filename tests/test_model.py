@@ -456,7 +456,7 @@ def test_save_load_round_trip(tmp_path, likelihood, extra):
     e1 = model.elbo(Y, n_mc=5)
     pyro.set_rng_seed(3)
     e2 = loaded.elbo(Y, n_mc=5)
-    assert float(e1) == float(e2)
+    assert float(e1.detach()) == float(e2.detach())
     torch.testing.assert_close(loaded.predict(n_samples=0), model.predict(n_samples=0),
                                rtol=0, atol=0)
     pts = torch.linspace(-3, 3, 5)[:, None]
@@ -597,3 +597,26 @@ def test_smooth_latents_tracks_the_path_and_reads_the_prior_step():
     with pytest.raises(ValueError, match="needs step_sd"):
         model.smooth_latents(Y)
     assert model.smooth_latents(Y, 0.1, n_particles=300, seed=0).mean.shape == (1, 200, 1)
+
+
+def test_smooth_init_on_euclidean_latents_starts_where_the_inducing_points_are():
+    """``init_latents(Y, "smooth")`` is the particle-smoothed path (1000 particles). On Rᵈ the
+    first bin's particles are drawn around the inducing points, so a path far from the origin
+    is found (a standard-normal start would put every particle far from it)."""
+    torch.manual_seed(0)
+    model = MGPLVM("R1", 20, 150, likelihood="poisson", prior="brownian", n_inducing=15,
+                   prior_kwargs={"step_sd": 0.1}, seed=0)
+    _randomise_q_u(model, seed=2)
+    with torch.no_grad():
+        model.gp.inducing_points.copy_(torch.linspace(6.0, 12.0, 15)[:, None])
+        model.gp.mean_module.constant = torch.full((20,), 1.0)
+    truth = 9.0 + 1.5 * torch.sin(torch.linspace(0, 3 * math.pi, 150))
+    with torch.no_grad():
+        mean, var = model.gp_marginals(truth[:, None])
+        Y = torch.poisson(torch.exp(mean + 0.5 * var) * model.bin_size * 4)[None]
+    model.init_latents(Y, "smooth")
+    mu = model.latents.mu.detach()
+    assert float((mu[0, :, 0] - truth).abs().median()) < 0.2
+    assert torch.equal(mu, model.smooth_latents(Y, n_particles=1000).mean)
+    with pytest.raises(ValueError, match="unknown latent init"):
+        model.init_latents(Y, "smoothed")

@@ -53,6 +53,27 @@ def test_user_errors_are_one_line_with_exit_status_2(argv, message, capsys):
     assert err.startswith(f"mgplvm {argv[0]}: error:")
 
 
+def test_crossval_passes_the_test_latent_start_on(monkeypatch, tmp_path):
+    """``mgplvm crossval --test-init smooth`` reaches :func:`mgplvm.crossvalidate`."""
+    import mgplvm.crossval
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(Y, manifolds, **kwargs):
+        seen.update(kwargs, manifolds=manifolds)
+        raise Stop
+
+    monkeypatch.setattr(mgplvm.crossval, "crossvalidate", fake)
+    with pytest.raises(Stop):
+        main(["crossval", str(BUNDLED), "--manifolds", "T1,R1", "--splits", "1",
+              "--test-init", "smooth", "--out", str(tmp_path), "--no-progress"])
+    assert seen["test_init"] == "smooth" and seen["manifolds"] == ["T1", "R1"]
+    assert seen["model_kwargs"]["prior"] == "brownian"
+
+
 def test_errors_also_clean_through_python_dash_m():
     proc = subprocess.run([sys.executable, "-m", "mgplvm.cli", "fit", "nope.h5"],
                           capture_output=True, text=True, timeout=120)
