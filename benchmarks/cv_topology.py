@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 
 from mgplvm import datasets
-from mgplvm.crossval import crossvalidate
+from mgplvm.crossval import TEST_INITS, crossvalidate
 
 #: scores reported per comparison (both higher-is-better): the primary bound and the log
 #: predictive density (see docs/crossval.md)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         "usually covers only an arc, which R1 explains as well as T1)")
     p.add_argument("--prior", default="brownian",
                    help="latent prior of every candidate (brownian: as mgplvm demo)")
-    p.add_argument("--test-init", choices=["decode", "smooth"], default="decode",
+    p.add_argument("--test-init", choices=TEST_INITS, default="decode",
                    help="start of the test-bin latents (crossvalidate's test_init): the best "
                         "path through candidate points, or the particle-smoothed path")
     a = p.parse_args(argv)

@@ -33,13 +33,14 @@ from mgplvm.manifolds import SO3, Torus
 from mgplvm.smoothing import particle_smoother
 
 
-def _log_lik(data, manifold, points: torch.Tensor) -> np.ndarray:
-    """``(time, candidates)`` Poisson log-likelihood of the counts at every candidate point."""
+def _log_lik(data, manifold, points: torch.Tensor, bins: slice = slice(None)) -> np.ndarray:
+    """``(time, candidates)`` Poisson log-likelihood of the counts in ``bins`` at every
+    candidate point."""
     p = data.params
     rates = _tuning_rates(manifold, "von_mises", points, p["preferred"], p["widths"],
                           p["peak_rates"], p["baselines"])  # (neurons, candidates)
     lam = rates * data.bin_size
-    return data.Y[0].T @ np.log(lam) - lam.sum(0)
+    return data.Y[0][:, bins].T @ np.log(lam) - lam.sum(0)
 
 
 def _median_angle_error(est: np.ndarray, truth: np.ndarray) -> list[float]:
@@ -105,12 +106,9 @@ def so3_oracle(seed: int, speed: float, n_candidates: int = 40_000,
     for w in (1, 2, 4):
         lo, hi = np.clip(np.arange(T) - w, 0, T), np.clip(np.arange(T) + w + 1, 0, T)
         out[f"ML pooled over ±{w} bins"] = [err(pts[(csum[hi] - csum[lo]).argmax(1)])]
-    Y, p = torch.as_tensor(data.Y[0], dtype=torch.float64), data.params  # Y (neurons, time)
 
     def bin_log_lik(g, t):  # (1, P, 4) -> (1, P)
-        lam = torch.as_tensor(_tuning_rates(m, "von_mises", g[0], p["preferred"], p["widths"],
-                                            p["peak_rates"], p["baselines"])) * data.bin_size
-        return (Y[:, t] @ torch.log(lam) - lam.sum(0))[None]
+        return torch.as_tensor(_log_lik(data, m, g[0], slice(t, t + 1)))
 
     for sd in smooth_steps:  # particle smoother (mgplvm.smoothing) with the true tuning curves
         g = torch.Generator().manual_seed(seed)

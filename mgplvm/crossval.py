@@ -31,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS"]
+__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS", "TEST_INITS"]
 
 #: metric name -> True when larger is better
 METRICS = {"ll_per_datum": True, "pred_ll_per_datum": True, "mse": False, "var_explained": True}
+#: starts of the test-bin latents (``crossvalidate``'s ``test_init``)
+TEST_INITS = ("decode", "smooth")
 
 
 # ----------------------------------------------------------------------------------------- splits
@@ -322,7 +324,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     for direction, (inp, out) in enumerate((halves, halves[::-1])):
         test_model = model.with_new_latents(len(test_t), n_trials)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
-        if spec.get("test_init", "decode") != "decode":  # else fit's own "decode" start
+        if spec["test_init"] != "decode":  # else fit's own "decode" start
             observed.init_latents(Y_test[:, inp], spec["test_init"])
         fit_module.fit(observed, Y_test[:, inp], train="latents", seed=seed + 1 + direction,
                        progress=False, **spec["test_fit_kwargs"])
@@ -441,8 +443,8 @@ def crossvalidate(
         get_manifold(name)  # fail fast with the parser's message
     if int(n_eval_samples) < 1:
         raise ValueError(f"n_eval_samples must be >= 1, got {n_eval_samples}")
-    if test_init not in ("decode", "smooth"):
-        raise ValueError(f"test_init must be 'decode' or 'smooth', got {test_init!r}")
+    if test_init not in TEST_INITS:
+        raise ValueError(f"test_init must be one of {TEST_INITS}, got {test_init!r}")
     if test_init == "smooth" and (model_kwargs or {}).get("prior") != "brownian":
         raise ValueError(
             "test_init='smooth' needs a Brownian latent prior: pass "
