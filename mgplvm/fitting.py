@@ -265,10 +265,11 @@ def fit(
     else:
         if seed is not None:
             pyro.set_rng_seed(seed)
-        if train == "all" and not bool(model.initialized):
-            model.init_from_data(Y)
-        elif train == "latents" and not bool(model.latents_initialized):
-            model.init_latents(Y, "decode")
+        with model._validated():  # Y was checked (and warned about) above
+            if train == "all" and not bool(model.initialized):
+                model.init_from_data(Y)
+            elif train == "latents" and not bool(model.latents_initialized):
+                model.init_latents(Y, "decode")
 
     frozen = []
     if train == "latents":

@@ -163,8 +163,8 @@ class MGPLVMLikelihood(_OneDimensionalLikelihood):
         return mean
 
     # -- data checks -----------------------------------------------------------------------------
-    def validate(self, Y: torch.Tensor, name: str = "Y") -> None:
-        """Raise ``ValueError`` for NaN/inf; warn about neurons without any signal."""
+    def validate(self, Y: torch.Tensor, name: str = "Y", warn: bool = True) -> None:
+        """Raise ``ValueError`` for NaN/inf; warn (``warn``) about neurons without any signal."""
         if not torch.isfinite(Y).all():
             bad = int((~torch.isfinite(Y)).sum())
             raise ValueError(f"{name} contains {bad} NaN/inf entries")
@@ -219,11 +219,11 @@ class GaussianLikelihood(MGPLVMLikelihood):
         """Half the per-neuron variance of ``Y`` (``(neurons,)``)."""
         return 0.5 * Y.var(dim=-1).mean(0).clamp_min(self.min_noise * 10)
 
-    def validate(self, Y, name="Y"):
-        super().validate(Y, name)
+    def validate(self, Y, name="Y", warn=True):
+        super().validate(Y, name, warn)
         flat = Y.transpose(0, 1).reshape(Y.shape[1], -1)
         const = torch.nonzero(flat.std(-1) == 0).flatten().tolist() if flat.shape[1] > 1 else []
-        if const:
+        if const and warn:
             warnings.warn(
                 f"{name}: {len(const)} neuron(s) are constant over time ({_short(const)}); "
                 "their tuning curves will be flat",
@@ -274,8 +274,8 @@ class _CountLikelihood(MGPLVMLikelihood):
         rate = rate.clamp_min(0.1 / (self.bin_size * Y.shape[-1] * Y.shape[0]))
         return rate.log() if self.link == "exp" else rate + torch.log(-torch.expm1(-rate))
 
-    def validate(self, Y, name="Y"):
-        super().validate(Y, name)
+    def validate(self, Y, name="Y", warn=True):
+        super().validate(Y, name, warn)
         if (Y < 0).any():
             raise ValueError(
                 f"{name} has {int((Y < 0).sum())} negative entries: a {self.name} likelihood needs "
@@ -288,7 +288,7 @@ class _CountLikelihood(MGPLVMLikelihood):
                 "data)"
             )
         silent = torch.nonzero(Y.sum(dim=(0, -1)) == 0).flatten().tolist()
-        if silent:
+        if silent and warn:
             warnings.warn(
                 f"{name}: {len(silent)} neuron(s) never fire ({_short(silent)}); they carry no "
                 "information about the latents and get near-zero rates",

@@ -663,9 +663,25 @@ class MGPLVM(nn.Module):
         return model
 
     # ------------------------------------------------------------------ data handling
+    #: set while a caller that has already validated (and warned about) ``Y`` hands it on:
+    #: the nested checks still raise, but do not repeat the warnings (:meth:`_validated`)
+    _quiet_data_warnings: bool = False
+
+    @contextlib.contextmanager
+    def _validated(self):
+        """Within this block :meth:`validate_data` checks but does not warn again: the caller
+        validated the data already (``fit`` → :meth:`init_from_data` → :meth:`init_latents`)."""
+        outer = self._quiet_data_warnings
+        self._quiet_data_warnings = True
+        try:
+            yield
+        finally:
+            self._quiet_data_warnings = outer
+
     def validate_data(self, Y: Any, name: str = "Y", neurons: Any = None) -> torch.Tensor:
         """Check ``Y (trials, neurons, time)`` against the model and the likelihood and return it
-        as a tensor of the model's dtype/device. Raises ``ValueError`` naming the problem."""
+        as a tensor of the model's dtype/device. Raises ``ValueError`` naming the problem; warns
+        about neurons that never fire (count likelihoods) or are constant (Gaussian)."""
         if isinstance(Y, np.ndarray):
             Y = torch.from_numpy(np.ascontiguousarray(Y))
         if not isinstance(Y, torch.Tensor):
@@ -692,7 +708,7 @@ class MGPLVM(nn.Module):
         if self.n_time < 2:
             raise ValueError(f"too few time bins: {self.n_time} (need at least 2)")
         Y = Y.to(dtype=self.dtype, device=self.device)
-        self.likelihood.validate(Y, name)
+        self.likelihood.validate(Y, name, warn=not self._quiet_data_warnings)
         return Y
 
     @torch.no_grad()
@@ -708,7 +724,8 @@ class MGPLVM(nn.Module):
         if isinstance(lik, GaussianLikelihood):
             lik.noise = lik.init_noise(Y)
             self.gp.covar_module.outputscale = Y.var(dim=-1).mean(0).clamp_min(1e-6)
-        self.init_latents(Y, self.init_method if init is None else init)
+        with self._validated():
+            self.init_latents(Y, self.init_method if init is None else init)
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -745,7 +762,8 @@ class MGPLVM(nn.Module):
             elif method == "decode":
                 mu = self._decode_init(Y)
             elif method == "smooth":
-                mu = self.smooth_latents(Y, n_particles=SMOOTH_INIT_PARTICLES).mean
+                with self._validated():
+                    mu = self.smooth_latents(Y, n_particles=SMOOTH_INIT_PARTICLES).mean
             elif method == "quadratic":
                 if not isinstance(self.manifold, SO3):
                     raise ValueError(

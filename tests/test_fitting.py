@@ -260,3 +260,23 @@ def test_registered_optimizer_is_used():
               optimizer_kwargs={"foo": 1})
     assert res.n_iter == 3 and made["n"] == len(list(model.parameters()))
     assert made["kw"] == {"foo": 1}
+
+
+def test_silent_neuron_warned_once_per_fit():
+    """fit validates Y and hands it to init_from_data → init_latents (→ smooth_latents): each
+    checks it, but only the first warns (the message used to appear three times per fit)."""
+    model, Y = _tiny(prior="brownian")
+    Y = torch.as_tensor(Y).clone()
+    Y[0, 2] = 0
+    with pytest.warns(UserWarning) as rec:
+        fit(model, Y, n_iter=2, n_mc=1, progress=False, seed=0)
+    assert sum("never fire" in str(w.message) for w in rec) == 1
+    fresh, _ = _tiny(prior="brownian", init="smooth")
+    with pytest.warns(UserWarning) as rec:
+        fresh.init_from_data(Y)  # "smooth" start: init_latents → smooth_latents
+    assert sum("never fire" in str(w.message) for w in rec) == 1
+    bad = Y.clone()
+    bad[0, 0, 0] = float("nan")
+    with fresh._validated(), pytest.raises(ValueError, match="NaN"):  # quiet, still checked
+        fresh.validate_data(bad)
+    assert not fresh._quiet_data_warnings  # restored after the block, even on an error
