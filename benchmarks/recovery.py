@@ -191,7 +191,9 @@ def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torc
     cand = torch.cat([model.manifold.random(n_candidates, dtype=model.dtype, generator=g),
                       mu.reshape(-1, mu.shape[-1])])
     y = torch.as_tensor(np.asarray(Y)[0], dtype=model.dtype)  # (neurons, time)
-    # E_q(f)[y f − Δ e^f] = y μ − Δ exp(μ + σ²/2), up to log y!: (time, candidates)
+    # E_q(f)[y f − Δ e^f] = y μ − Δ exp(μ + σ²/2), up to log y!: (time, candidates). This is
+    # PoissonLikelihood.expected_log_prob_moments (exp link) summed over neurons as one matmul;
+    # the elementwise call would hold a (neurons, time, candidates) array, 3·10⁹ entries here
     ll = torch.cat([
         y.T @ m - lik.bin_size * torch.exp(m + v / 2).sum(0)
         for m, v in (model.gp_marginals(c) for c in cand.split(4000))
