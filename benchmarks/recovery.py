@@ -207,12 +207,11 @@ def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torc
 
 def _smooth_by_evidence(model, Y, steps, n_particles: int, seed: int):
     """:meth:`mgplvm.MGPLVM.smooth_latents` at every step s.d. in ``steps`` (one seed, so the
-    draws are shared): the smoothed path of the largest log evidence, its step s.d. and the
-    evidence of each."""
+    draws are shared): the smoothed path of the largest log evidence and the evidence of each
+    (the choice :func:`mgplvm.refit_by_smoothing` makes in each round)."""
     runs = {sd: model.smooth_latents(Y, sd, n_particles=n_particles, seed=seed) for sd in steps}
     ev = {sd: float(r.log_evidence.sum()) for sd, r in runs.items()}
-    best = max(ev, key=ev.get)
-    return runs[best].mean, best, ev
+    return runs[max(ev, key=ev.get)].mean, ev
 
 
 def _errors(problem: Problem, al) -> list[float]:
@@ -222,12 +221,9 @@ def _errors(problem: Problem, al) -> list[float]:
 
 def _fix_step_sd(model, value: float, flag: str) -> None:
     """Fix the Brownian / AR(1) prior's step s.d. at ``value`` (rad/bin) and stop learning it."""
-    prior = model.prior
-    if not hasattr(prior, "raw_step_sd"):
+    if not hasattr(model.prior, "fix_step_sd"):
         raise ValueError(f"{flag} needs a Brownian / AR(1) latent prior")
-    with torch.no_grad():
-        prior.raw_step_sd.fill_(math.log(math.expm1(value)))  # softplus⁻¹
-    prior.raw_step_sd.requires_grad_(False)
+    model.prior.fix_step_sd(value)
 
 
 def run(
@@ -360,30 +356,37 @@ def run(
         # there and refit with the Brownian step s.d. fixed: windowed decoding fixes it at
         # 0.025 rad/bin (the true path's step per tangent coordinate on SO(3), docs/maths.md);
         # particle smoothing picks it from ``smooth_steps`` by the smoother's log evidence
-        if decode_window is not None:
-            _fix_step_sd(model, 0.025, "--decode-window")
         kw.update(n_iter=refine_iter or 600, lr_final=0.02, burnin=0.0)
-        for rnd in range(1 if decode_rounds is None else decode_rounds):
-            if decode_window is not None:
-                path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
-            else:
-                path, best, ev = _smooth_by_evidence(model, data.Y, smooth_steps, n_particles,
-                                                     seed + 1000 + rnd)
-                evidence.append(ev)
-                _fix_step_sd(model, best, "--smooth-steps")
-            model.init_latents(data.Y, path)
-            model.latents.set_sd(0.05)
-            done = res.n_iter
-            res = fit(model, data.Y, seed=seed + 2 + rnd, progress=progress, **kw)
-            res.n_iter += done
+        rounds = 1 if decode_rounds is None else decode_rounds
+
+        def score_round(rnd: int, model) -> None:
             round_errors.append(_errors(problem, align(
                 model.latent_posterior(n_samples=50).mean, data.latents, model.manifold)))
+
+        done = res.n_iter
+        if smooth_steps is not None:  # the library's rounds: mgplvm.refit_by_smoothing
+            refit = mgplvm.refit_by_smoothing(
+                model, data.Y, smooth_steps, rounds=rounds, n_particles=n_particles,
+                posterior_sd=0.05, seed=seed, progress=progress, callback=score_round, **kw)
+            evidence.extend(refit.evidence)
+            res = refit.fits[-1]
+            res.n_iter += done + sum(f.n_iter for f in refit.fits[:-1])
+        else:
+            _fix_step_sd(model, 0.025, "--decode-window")
+            for rnd in range(rounds):
+                path = windowed_decode(model, data.Y, decode_window, 40_000, seed + 1000 + rnd)
+                model.init_latents(data.Y, path)
+                model.latents.set_sd(0.05)
+                done = res.n_iter
+                res = fit(model, data.Y, seed=seed + 2 + rnd, progress=progress, **kw)
+                res.n_iter += done
+                score_round(rnd, model)
     latents = model.latent_posterior(n_samples=50).mean
     if smooth_final:
         if not smooth_steps:
             raise ValueError("--smooth-final needs --smooth-steps")
-        latents, _, ev = _smooth_by_evidence(model, data.Y, smooth_steps, n_particles,
-                                             seed + 2000)
+        latents, ev = _smooth_by_evidence(model, data.Y, smooth_steps, n_particles,
+                                          seed + 2000)
         evidence.append(ev)
     elapsed = time.perf_counter() - t0
     al = align(latents, data.latents, model.manifold)

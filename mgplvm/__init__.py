@@ -29,6 +29,7 @@ _SUBMODULES = {
 _EXPORTS = {
     "MGPLVM": "model",
     "fit": "fitting",
+    "refit_by_smoothing": "fitting",
     "crossvalidate": "crossval",
     "Euclid": "manifolds",
     "Torus": "manifolds",

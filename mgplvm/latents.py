@@ -636,6 +636,17 @@ class BrownianPrior(LatentPrior):
     def step_sd(self) -> torch.Tensor:
         return F.softplus(self.raw_step_sd)
 
+    @torch.no_grad()
+    def fix_step_sd(self, value: float) -> None:
+        """Set every coordinate's step s.d. to ``value`` and stop learning it (``learn=False``,
+        so a saved model reloads with it fixed)."""
+        value = float(value)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"step s.d. must be positive and finite, got {value}")
+        self.raw_step_sd.fill_(math.log(math.expm1(value)))  # softplus⁻¹
+        self.raw_step_sd.requires_grad_(False)
+        self.learn = False
+
     def distribution(self, n_trials, t_idx, n_time):
         times = _time_index(t_idx, n_time, self.raw_step_sd.device)
         return LieIncrementProcess(self.manifold, self.step_sd, times, n_trials)

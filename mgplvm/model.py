@@ -628,7 +628,10 @@ class MGPLVM(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments: ``MGPLVM.from_config(model.config())`` rebuilds the
         architecture (parameters from :meth:`state_dict`)."""
-        return {**copy.deepcopy(self._config), "dtype": _dtype_name(self.dtype)}
+        cfg = copy.deepcopy(self._config)
+        if "prior_kwargs" in cfg:  # read live: a prior may stop learning (fix_step_sd)
+            cfg["prior_kwargs"] = self.prior.config()
+        return {**cfg, "dtype": _dtype_name(self.dtype)}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MGPLVM:

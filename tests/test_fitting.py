@@ -280,3 +280,87 @@ def test_silent_neuron_warned_once_per_fit():
     with fresh._validated(), pytest.raises(ValueError, match="NaN"):  # quiet, still checked
         fresh.validate_data(bad)
     assert not fresh._quiet_data_warnings  # restored after the block, even on an error
+
+
+def test_refit_by_smoothing_rounds(ring, tmp_path):
+    """Each round keeps the step s.d. of the largest smoother evidence, fixes the prior there,
+    restarts the latents on that smoothed path and refits; the refits improve a short fit."""
+    from mgplvm import refit_by_smoothing
+
+    model = _model(ring, prior="brownian")
+    fit(model, ring.Y, n_iter=120, n_mc=2, burnin=30, progress=False, seed=0)
+    before = align(model.latent_posterior(n_samples=50).mean, ring.latents, model.manifold)
+    seen = []
+    res = refit_by_smoothing(model, ring.Y, [0.01, 0.05, 0.3], rounds=2, n_particles=300,
+                             n_iter=80, n_mc=2, progress=False, seed=4,
+                             callback=lambda r, m: seen.append((r, float(m.prior.step_sd[0]))))
+    assert len(res.fits) == len(res.evidence) == len(res.step_sds) == 2
+    for ev, chosen in zip(res.evidence, res.step_sds, strict=True):
+        assert set(ev) == {0.01, 0.05, 0.3} and chosen == max(ev, key=ev.get)
+    # the refit kept the chosen step s.d. fixed (it is not learned any more, nor after a reload)
+    assert [r for r, _ in seen] == [0, 1]
+    assert [s for _, s in seen] == pytest.approx(res.step_sds)
+    assert not model.prior.raw_step_sd.requires_grad
+    assert model.config()["prior_kwargs"]["learn"] is False
+    model.save(tmp_path / "m.pt")
+    loaded = MGPLVM.load(tmp_path / "m.pt")
+    assert not loaded.prior.raw_step_sd.requires_grad
+    assert torch.equal(loaded.prior.step_sd, model.prior.step_sd)
+    assert res.final_elbo == res.fits[-1].final_elbo and np.isfinite(res.final_elbo)
+    after = align(model.latent_posterior(n_samples=50).mean, ring.latents, model.manifold)
+    assert after.median_error < before.median_error, (before.median_error, after.median_error)
+
+
+def test_refit_by_smoothing_is_the_documented_recipe():
+    """Same result as the loop the docstring describes (seeds included)."""
+    from mgplvm import refit_by_smoothing
+
+    def fitted():
+        model, Y = _tiny(prior="brownian")
+        fit(model, Y, n_iter=20, n_mc=1, progress=False, seed=0)
+        return model, Y
+
+    model, Y = fitted()
+    refit_by_smoothing(model, Y, [0.1, 0.4], rounds=2, n_particles=50, posterior_sd=0.1,
+                       seed=7, progress=False, n_iter=10, n_mc=1)
+    manual, Y = fitted()
+    for r in range(2):
+        runs = {s: manual.smooth_latents(Y, s, n_particles=50, seed=7 + 1000 + r)
+                for s in (0.1, 0.4)}
+        best = max(runs, key=lambda s: float(runs[s].log_evidence.sum()))
+        manual.prior.fix_step_sd(best)
+        manual.init_latents(Y, runs[best].mean)
+        manual.latents.set_sd(0.1)
+        fit(manual, Y, seed=7 + 2 + r, progress=False, n_iter=10, n_mc=1, lr_final=0.02,
+            burnin=0.0)
+    for (name, a), (_, b) in zip(model.state_dict().items(), manual.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_refit_by_smoothing_refuses_bad_input():
+    from mgplvm import refit_by_smoothing
+
+    unfitted, Y = _tiny(prior="brownian")
+    with pytest.raises(ValueError, match="fit\\(model, Y\\) first"):
+        refit_by_smoothing(unfitted, Y, [0.1], progress=False)
+    uniform, Y = _tiny(prior="uniform")
+    fit(uniform, Y, n_iter=2, n_mc=1, progress=False, seed=0)
+    with pytest.raises(ValueError, match="Brownian latent prior"):
+        refit_by_smoothing(uniform, Y, [0.1], progress=False)
+    model, Y = _tiny(prior="brownian")
+    fit(model, Y, n_iter=2, n_mc=1, progress=False, seed=0)
+    for steps in ([], [0.0], [float("nan")], [0.1, -1]):
+        with pytest.raises(ValueError, match="step_sds"):
+            refit_by_smoothing(model, Y, steps, progress=False)
+    with pytest.raises(ValueError, match="rounds"):
+        refit_by_smoothing(model, Y, [0.1], rounds=0, progress=False)
+    with pytest.raises(ValueError, match="posterior_sd"):
+        refit_by_smoothing(model, Y, [0.1], posterior_sd=0, progress=False)
+    assert model.prior.raw_step_sd.requires_grad  # nothing was changed by the refusals
+    silent = torch.as_tensor(Y).clone()
+    silent[0, 2] = 0
+    with pytest.warns(UserWarning) as rec:
+        refit_by_smoothing(model, silent, [0.1], rounds=2, n_particles=20, n_iter=2, n_mc=1,
+                           progress=False)
+    assert sum("never fire" in str(w.message) for w in rec) == 1  # once, not once per call

@@ -412,3 +412,15 @@ def test_pca_init_shapes_euclid():
     mu = pca_init(Y, Euclid(3))
     assert mu.shape == (2, 30, 3)
     torch.testing.assert_close(mu.reshape(-1, 3).std(0), torch.ones(3))
+
+
+def test_fix_step_sd_sets_value_and_stops_learning():
+    for prior in (BrownianPrior(Torus(2), step_sd=0.3), AR1Prior(Torus(2), step_sd=0.3)):
+        assert prior.raw_step_sd.requires_grad and prior.config()["learn"]
+        prior.fix_step_sd(0.07)
+        assert torch.allclose(prior.step_sd, torch.full((2,), 0.07))
+        assert not prior.raw_step_sd.requires_grad and prior.config()["learn"] is False
+        for bad in (0.0, -0.1, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="positive and finite"):
+                prior.fix_step_sd(bad)
+        assert torch.allclose(prior.step_sd, torch.full((2,), 0.07))  # untouched by refusals
