@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--iterations", type=int, default=None, help="optimisation steps")
     fit.add_argument("--optimizer", default="adam",
                      choices=["adam", "ngd", "fishleg", "ngd+fishleg"])
+    fit.add_argument("--refit-steps", default=None, metavar="SD,SD,...",
+                     help="after the fit, rounds of particle smoothing at the Brownian step s.d. "
+                     "(rad/bin) of the largest evidence among these, each followed by a refit "
+                     "(mgplvm.refit_by_smoothing), e.g. 0.05,0.1,0.2")
+    fit.add_argument("--refit-rounds", type=int, default=3, help="refit rounds (default 3)")
+    fit.add_argument("--refit-iterations", type=int, default=600,
+                     help="iterations per refit round (default 600)")
 
     cv = sub.add_parser("crossval", help="compare manifolds by cross-validation",
                         description="Held-out neurons x held-out time bins cross-validation; "

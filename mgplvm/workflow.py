@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,20 @@ def _check_manifold(name: str):
 
 # ------------------------------------------------------------------------------------ fitting
 def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", seed: int = 0,
-                  progress: bool = True, optimizer: str = "adam", **overrides: Any):
+                  progress: bool = True, optimizer: str = "adam",
+                  refit_steps: Sequence[float] | None = None, refit_rounds: int = 3,
+                  refit_iter: int = 600, **overrides: Any):
     """Fit an :class:`~mgplvm.MGPLVM` on ``manifold`` to ``rec`` -> ``(model, FitResult)``.
 
     Recordings longer than ``max_full_batch`` bins are fitted on random windows of
     ``batch_size`` bins per iteration (an unbiased ELBO estimate; see :func:`mgplvm.fit`).
     ``overrides`` update :data:`FIT_DEFAULTS`; other keys are passed to :func:`mgplvm.fit`.
+    With ``refit_steps`` (Brownian step s.d.s, rad/bin) the fit is followed by ``refit_rounds``
+    rounds of :func:`mgplvm.refit_by_smoothing` of ``refit_iter`` iterations each; the returned
+    result then spans every phase (losses concatenated, iterations and seconds summed) and its
+    ``config["refit"]`` holds the chosen step s.d.s and the evidence of each candidate.
     """
-    from mgplvm.fitting import fit
+    from mgplvm.fitting import FitResult, fit, refit_by_smoothing
     from mgplvm.model import MGPLVM
 
     cfg = {**FIT_DEFAULTS, **overrides}
@@ -99,7 +106,25 @@ def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", see
     model = MGPLVM(manifold, n_neurons, n_time, n_trials, likelihood=likelihood,
                    bin_size=rec.bin_size, seed=seed, **model_kwargs)
     result = fit(model, rec.Y, seed=seed, progress=progress, optimizer=optimizer, **cfg)
-    return model, result
+    if refit_steps is None or not np.isfinite(result.final_elbo):
+        return model, result
+    refit_kw = {k: v for k, v in cfg.items() if k in ("n_mc", "lr", "batch_size")}
+    refit = refit_by_smoothing(model, rec.Y, refit_steps, rounds=refit_rounds, seed=seed,
+                               progress=progress, optimizer=optimizer, n_iter=refit_iter,
+                               **refit_kw)
+    phases = [result, *refit.fits]
+    return model, FitResult(
+        losses=np.concatenate([np.asarray(r.losses) for r in phases]),
+        elapsed=sum(r.elapsed for r in phases),
+        n_iter=sum(r.n_iter for r in phases),
+        converged=refit.fits[-1].converged,
+        reason=refit.fits[-1].reason,
+        config={**result.config, "refit": {
+            "rounds": int(refit_rounds), "n_iter": int(refit_iter),
+            "step_sds": refit.step_sds,
+            "evidence": [{str(k): v for k, v in ev.items()} for ev in refit.evidence],
+        }},
+    )
 
 
 def _truth_of(rec, manifold_name: str):
@@ -369,15 +394,29 @@ def cmd_fit(args) -> int:
     from mgplvm.report import Report
 
     _check_manifold(args.manifold)
+    kw = {} if args.iterations is None else {"n_iter": args.iterations}
+    if args.refit_steps is not None:
+        try:
+            steps = [float(v) for v in args.refit_steps.split(",") if v.strip()]
+        except ValueError:
+            steps = []
+        if not steps or not all(math.isfinite(v) and v > 0 for v in steps):
+            raise CLIError(f"--refit-steps needs positive numbers, e.g. 0.05,0.1,0.2; got "
+                           f"{args.refit_steps!r}")
+        if args.refit_rounds < 1 or args.refit_iterations < 1:
+            raise CLIError("--refit-rounds and --refit-iterations must be at least 1")
+        kw.update(refit_steps=steps, refit_rounds=args.refit_rounds,
+                  refit_iter=args.refit_iterations)
     rec = load(args.file, args.array, args.bin_size, args.layout)
     out = Path(args.out)
     print(rec.summary())
-    kw = {} if args.iterations is None else {"n_iter": args.iterations}
     model, result = fit_recording(rec, args.manifold, likelihood=args.likelihood, seed=args.seed,
                                   progress=not args.no_progress, optimizer=args.optimizer, **kw)
     report = Report(out, title=f"mgplvm fit: {Path(args.file).name} on {args.manifold}")
     report.add_text("Recording", rec.summary(), preformatted=True)
     summary = report_fit(report, model, result, rec, source=args.file)
+    if "refit" in result.config:
+        summary["refit_step_sds"] = result.config["refit"]["step_sds"]
     _save_fit(out, model, result)
     report.add_table("Fit", [summary])
     index = report.write()

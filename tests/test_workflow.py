@@ -41,6 +41,10 @@ def test_no_command_prints_help(capsys):
         (["fit", str(BUNDLED), "--array", "nope"], "no array 'nope'"),
         (["crossval", str(BUNDLED), "--manifolds", "T1,K3"], "unknown manifold 'K3'"),
         (["crossval", str(BUNDLED), "--splits", "0"], "--splits must be at least 1"),
+        (["fit", str(BUNDLED), "--refit-steps", "0.1,x"], "--refit-steps needs positive"),
+        (["fit", str(BUNDLED), "--refit-steps", "0.1,-1"], "--refit-steps needs positive"),
+        (["fit", str(BUNDLED), "--refit-steps", "0.1", "--refit-rounds", "0"],
+         "--refit-rounds and --refit-iterations must be at least 1"),
         (["simulate", "missing.json"], "no such settings file"),
         (["comms", "--n", "1"], "--n must be at least 2"),
     ],
@@ -169,3 +173,31 @@ def test_readme_api_example_runs(monkeypatch, tmp_path):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     exec(compile(small.replace("n_splits=1,", "n_splits=1, n_workers=1, progress=False,"),
                  "README.md", "exec"), {})
+
+
+def test_fit_with_smoothing_refits(tmp_path):
+    """``mgplvm fit --refit-steps`` follows the fit with mgplvm.refit_by_smoothing rounds: the
+    saved losses span every phase, the summary names the chosen step s.d.s and the saved model
+    keeps the last one fixed."""
+    import torch
+
+    from mgplvm.datasets import head_direction_ring, save_h5
+    from mgplvm.model import MGPLVM
+
+    path = tmp_path / "ring.h5"
+    save_h5(head_direction_ring(n_neurons=12, n_time=120, seed=1), path)
+    out = tmp_path / "fit"
+    argv = ["fit", str(path), "--iterations", "30", "--refit-steps", "0.05,0.3",
+            "--refit-rounds", "2", "--refit-iterations", "20", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["iterations"] == 30 + 2 * 20
+    assert len(summary["refit_step_sds"]) == 2
+    assert set(summary["refit_step_sds"]) <= {0.05, 0.3}
+    with h5py.File(out / "latents.h5") as f:
+        assert f["losses"].shape == (70,)
+    model = MGPLVM.load(out / "model.pt")
+    assert not model.prior.raw_step_sd.requires_grad
+    assert torch.allclose(model.prior.step_sd.double(),
+                          torch.tensor(float(summary["refit_step_sds"][-1]), dtype=torch.float64))
