@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,11 @@ def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", see
     model = MGPLVM(manifold, n_neurons, n_time, n_trials, likelihood=likelihood,
                    bin_size=rec.bin_size, seed=seed, **model_kwargs)
     result = fit(model, rec.Y, seed=seed, progress=progress, optimizer=optimizer, **cfg)
-    if refit_steps is None or not np.isfinite(result.final_elbo):
+    if refit_steps is None:
+        return model, result
+    if not np.isfinite(result.final_elbo):
+        warnings.warn(f"the fit ended with a non-finite ELBO ({result.reason}); the smoothing "
+                      "refits were skipped", stacklevel=2)
         return model, result
     refit_kw = {k: v for k, v in cfg.items() if k in ("n_mc", "lr", "batch_size")}
     refit = refit_by_smoothing(model, rec.Y, refit_steps, rounds=refit_rounds, seed=seed,

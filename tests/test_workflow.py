@@ -201,3 +201,24 @@ def test_fit_with_smoothing_refits(tmp_path):
     assert not model.prior.raw_step_sd.requires_grad
     assert torch.allclose(model.prior.step_sd.double(),
                           torch.tensor(float(summary["refit_step_sds"][-1]), dtype=torch.float64))
+
+
+def test_fit_recording_skips_refits_after_a_failed_fit(monkeypatch):
+    import mgplvm.fitting
+    from mgplvm.fitting import FitResult
+    from mgplvm.io import load_recording
+    from mgplvm.workflow import fit_recording
+
+    def failed_fit(model, Y, **kw):
+        return FitResult(losses=np.array([np.nan]), elapsed=0.0, n_iter=1, converged=False,
+                         reason="nan")
+
+    def no_refit(*a, **kw):
+        raise AssertionError("refit after a failed fit")
+
+    monkeypatch.setattr(mgplvm.fitting, "fit", failed_fit)
+    monkeypatch.setattr(mgplvm.fitting, "refit_by_smoothing", no_refit)
+    rec = load_recording(BUNDLED)
+    with pytest.warns(UserWarning, match="refits were skipped"):
+        _, result = fit_recording(rec, "T1", refit_steps=[0.1])
+    assert result.reason == "nan"
