@@ -17,6 +17,7 @@ fails (NaN, Cholesky, ...) is recorded as failed with its error and never silent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -324,10 +325,13 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     for direction, (inp, out) in enumerate((halves, halves[::-1])):
         test_model = model.with_new_latents(len(test_t), n_trials)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
+        checked = contextlib.nullcontext()
         if spec["test_init"] != "decode":  # else fit's own "decode" start
             observed.init_latents(Y_test[:, inp], spec["test_init"])
-        fit_module.fit(observed, Y_test[:, inp], train="latents", seed=seed + 1 + direction,
-                       progress=False, **spec["test_fit_kwargs"])
+            checked = observed._validated()  # that checked (and warned about) the input half
+        with checked:
+            fit_module.fit(observed, Y_test[:, inp], train="latents", seed=seed + 1 + direction,
+                           progress=False, **spec["test_fit_kwargs"])
         y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
         torch.manual_seed(seed + 11 + direction)
         ll, pred_ll = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])

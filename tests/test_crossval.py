@@ -292,3 +292,23 @@ def test_unguarded_script_gets_a_hint_not_a_silent_failure(tmp_path):
     line = next(x for x in out.stdout.splitlines() if x.startswith("ERRORS"))
     assert line.count("BrokenProcessPool") == 2
     assert line.count("if __name__") == 2 and "n_workers=1" in line
+
+
+def test_silent_neuron_warned_once_per_fit_with_the_smoothed_start():
+    """With ``test_init="smooth"`` the start checks the input half and warns about a silent
+    neuron; the latent-only fit that follows checks again but stays quiet (it used to warn
+    twice): one warning for the training fit, one for the test direction whose input half holds
+    the neuron."""
+    from mgplvm.datasets import head_direction_ring
+
+    data = head_direction_ring(n_neurons=8, n_time=40, seed=0)
+    Y = np.asarray(data.Y).copy()
+    Y[0, 3] = 0
+    with pytest.warns(UserWarning) as rec:
+        res = crossvalidate(Y, ["T1"], n_splits=1, n_workers=1, progress=False,
+                            bin_size=data.bin_size, n_eval_samples=2, test_init="smooth",
+                            model_kwargs={"prior": "brownian", "n_inducing": 6},
+                            fit_kwargs={"n_iter": 3, "n_mc": 1},
+                            test_fit_kwargs={"n_iter": 2, "n_mc": 1})
+    assert res.records[0]["status"] == "ok", res.failed
+    assert sum("never fire" in str(w.message) for w in rec) == 2
