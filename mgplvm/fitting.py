@@ -355,8 +355,10 @@ def refit_by_smoothing(
     result = SmoothingRefitResult([], [], [])
     with model._validated():  # Y was checked (and warned about) above
         for r in range(int(rounds)):
+            bar = tqdm(steps, desc=f"smoothing, round {r + 1}/{int(rounds)}", unit="step s.d.",
+                       disable=not progress, leave=False)
             runs = {s: model.smooth_latents(Y, s, n_particles=n_particles, seed=seed + 1000 + r)
-                    for s in steps}
+                    for s in bar}
             evidence = {s: float(run.log_evidence.sum()) for s, run in runs.items()}
             best = max(evidence, key=evidence.get)
             model.prior.fix_step_sd(best)
