@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--iterations", type=int, default=None, help="optimisation steps")
     fit.add_argument("--optimizer", default="adam",
                      choices=["adam", "ngd", "fishleg", "ngd+fishleg"])
+    fit.add_argument("--init", default="pca", choices=["pca", "quadratic", "random"],
+                     help="latent start: leading principal components (pca, default), the SO(3) "
+                     "fit of 9 PCs as a linear image of q q^T (quadratic: much closer on SO(3) "
+                     "data, minutes to compute), or uniform draws (random)")
     fit.add_argument("--refit-steps", default=None, metavar="SD,SD,...",
                      help="after the fit, rounds of particle smoothing at the Brownian step s.d. "
                      "(rad/bin) of the largest evidence among these, each followed by a refit "

@@ -79,7 +79,7 @@ def _check_manifold(name: str):
 
 # ------------------------------------------------------------------------------------ fitting
 def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", seed: int = 0,
-                  progress: bool = True, optimizer: str = "adam",
+                  progress: bool = True, optimizer: str = "adam", init: str = "pca",
                   refit_steps: Sequence[float] | None = None, refit_rounds: int = 3,
                   refit_iter: int = 600, **overrides: Any):
     """Fit an :class:`~mgplvm.MGPLVM` on ``manifold`` to ``rec`` -> ``(model, FitResult)``.
@@ -87,6 +87,7 @@ def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", see
     Recordings longer than ``max_full_batch`` bins are fitted on random windows of
     ``batch_size`` bins per iteration (an unbiased ELBO estimate; see :func:`mgplvm.fit`).
     ``overrides`` update :data:`FIT_DEFAULTS`; other keys are passed to :func:`mgplvm.fit`.
+    ``init``: the latent start (:class:`~mgplvm.MGPLVM`'s ``init``; ``"quadratic"`` on SO(3)).
     With ``refit_steps`` (Brownian step s.d.s, rad/bin) the fit is followed by ``refit_rounds``
     rounds of :func:`mgplvm.refit_by_smoothing` of ``refit_iter`` iterations each; the returned
     result then spans every phase (losses concatenated, iterations and seconds summed) and its
@@ -101,7 +102,7 @@ def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", see
     n_trials, n_neurons, n_time = rec.Y.shape
     if n_time > max_full:
         cfg["batch_size"] = batch
-    model_kwargs: dict[str, Any] = {"prior": cfg.pop("prior", WORKFLOW_PRIOR)}
+    model_kwargs: dict[str, Any] = {"prior": cfg.pop("prior", WORKFLOW_PRIOR), "init": init}
     if optimizer in ("ngd", "ngd+fishleg"):
         model_kwargs["variational_distribution"] = "natural"
     model = MGPLVM(manifold, n_neurons, n_time, n_trials, likelihood=likelihood,
@@ -398,8 +399,12 @@ def cmd_demo(args) -> int:
 def cmd_fit(args) -> int:
     from mgplvm.report import Report
 
-    _check_manifold(args.manifold)
-    kw = {} if args.iterations is None else {"n_iter": args.iterations}
+    manifold = _check_manifold(args.manifold)
+    if args.init == "quadratic" and manifold.name != "SO3":
+        raise CLIError(f"--init quadratic is for --manifold SO3, not {args.manifold}")
+    kw: dict = {"init": args.init}
+    if args.iterations is not None:
+        kw["n_iter"] = args.iterations
     if args.refit_steps is not None:
         try:
             steps = [float(v) for v in args.refit_steps.split(",") if v.strip()]

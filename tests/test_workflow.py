@@ -45,6 +45,7 @@ def test_no_command_prints_help(capsys):
         (["fit", str(BUNDLED), "--refit-steps", "0.1,-1"], "--refit-steps needs positive"),
         (["fit", str(BUNDLED), "--refit-steps", "0.1", "--refit-rounds", "0"],
          "--refit-rounds and --refit-iterations must be at least 1"),
+        (["fit", str(BUNDLED), "--init", "quadratic"], "--init quadratic is for --manifold SO3"),
         (["simulate", "missing.json"], "no such settings file"),
         (["comms", "--n", "1"], "--n must be at least 2"),
     ],
@@ -188,8 +189,8 @@ def test_fit_with_smoothing_refits(tmp_path):
     save_h5(head_direction_ring(n_neurons=12, n_time=120, seed=1), path)
     out = tmp_path / "fit"
     argv = ["fit", str(path), "--iterations", "30", "--refit-steps", "0.05,0.3",
-            "--refit-rounds", "2", "--refit-iterations", "20", "--out", str(out),
-            "--no-progress"]
+            "--refit-rounds", "2", "--refit-iterations", "20", "--init", "random",
+            "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 30 + 2 * 20
@@ -198,6 +199,7 @@ def test_fit_with_smoothing_refits(tmp_path):
     with h5py.File(out / "latents.h5") as f:
         assert f["losses"].shape == (70,)
     model = MGPLVM.load(out / "model.pt")
+    assert model.config()["init"] == "random"  # --init reached the model
     assert not model.prior.raw_step_sd.requires_grad
     assert torch.allclose(model.prior.step_sd.double(),
                           torch.tensor(float(summary["refit_step_sds"][-1]), dtype=torch.float64))
