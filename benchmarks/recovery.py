@@ -34,7 +34,7 @@ import torch
 import mgplvm
 from mgplvm import datasets
 from mgplvm.alignment import align
-from mgplvm.fitting import fit
+from mgplvm.fitting import fit, smooth_by_evidence
 from mgplvm.likelihoods import PoissonLikelihood
 
 
@@ -203,15 +203,6 @@ def windowed_decode(model, Y, window: int, n_candidates: int, seed: int) -> torc
     t = torch.arange(T)
     pooled = cs[(t + window + 1).clamp_max(T)] - cs[(t - window).clamp_min(0)]
     return cand[pooled.argmax(1)][None]
-
-
-def _smooth_by_evidence(model, Y, steps, n_particles: int, seed: int):
-    """:meth:`mgplvm.MGPLVM.smooth_latents` at every step s.d. in ``steps`` (one seed, so the
-    draws are shared): the smoothed path of the largest log evidence and the evidence of each
-    (the choice :func:`mgplvm.refit_by_smoothing` makes in each round)."""
-    runs = {sd: model.smooth_latents(Y, sd, n_particles=n_particles, seed=seed) for sd in steps}
-    ev = {sd: float(r.log_evidence.sum()) for sd, r in runs.items()}
-    return runs[max(ev, key=ev.get)].mean, ev
 
 
 def _errors(problem: Problem, al) -> list[float]:
@@ -385,8 +376,9 @@ def run(
     if smooth_final:
         if not smooth_steps:
             raise ValueError("--smooth-final needs --smooth-steps")
-        latents, ev = _smooth_by_evidence(model, data.Y, smooth_steps, n_particles,
-                                          seed + 2000)
+        path, _, ev = smooth_by_evidence(model, data.Y, smooth_steps, n_particles=n_particles,
+                                         seed=seed + 2000)
+        latents = path.mean
         evidence.append(ev)
     elapsed = time.perf_counter() - t0
     al = align(latents, data.latents, model.manifold)

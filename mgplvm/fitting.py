@@ -49,7 +49,7 @@ from mgplvm.model import MGPLVM, _plain_state
 
 __all__ = [
     "fit", "FitResult", "OPTIMIZERS", "lr_factor", "register_optimizer", "make_fit_optimizer",
-    "refit_by_smoothing", "SmoothingRefitResult",
+    "refit_by_smoothing", "SmoothingRefitResult", "smooth_by_evidence",
 ]
 
 CHECKPOINT_FORMAT = "mgplvm.fit-checkpoint/1"
@@ -303,6 +303,28 @@ class SmoothingRefitResult:
         return self.fits[-1].final_elbo
 
 
+def smooth_by_evidence(
+    model: MGPLVM,
+    Y: Any,
+    step_sds: Sequence[float],
+    *,
+    n_particles: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "smoothing",
+) -> tuple[Any, float, dict[float, float]]:
+    """:meth:`~mgplvm.model.MGPLVM.smooth_latents` at every step s.d. in ``step_sds`` with one
+    ``seed`` (the candidates share their draws) -> ``(path, step_sd, evidence)``: the
+    :class:`~mgplvm.smoothing.SmoothedPath` of the largest log evidence, its step s.d., and
+    every candidate's log evidence (summed over trials)."""
+    bar = tqdm(step_sds, desc=desc, unit="step s.d.", disable=not progress, leave=False)
+    runs = {float(s): model.smooth_latents(Y, float(s), n_particles=n_particles, seed=seed)
+            for s in bar}
+    evidence = {s: float(run.log_evidence.sum()) for s, run in runs.items()}
+    best = max(evidence, key=evidence.get)
+    return runs[best], best, evidence
+
+
 def refit_by_smoothing(
     model: MGPLVM,
     Y: Any,
@@ -355,14 +377,11 @@ def refit_by_smoothing(
     result = SmoothingRefitResult([], [], [])
     with model._validated():  # Y was checked (and warned about) above
         for r in range(int(rounds)):
-            bar = tqdm(steps, desc=f"smoothing, round {r + 1}/{int(rounds)}", unit="step s.d.",
-                       disable=not progress, leave=False)
-            runs = {s: model.smooth_latents(Y, s, n_particles=n_particles, seed=seed + 1000 + r)
-                    for s in bar}
-            evidence = {s: float(run.log_evidence.sum()) for s, run in runs.items()}
-            best = max(evidence, key=evidence.get)
+            path, best, evidence = smooth_by_evidence(
+                model, Y, steps, n_particles=n_particles, seed=seed + 1000 + r,
+                progress=progress, desc=f"smoothing, round {r + 1}/{int(rounds)}")
             model.prior.fix_step_sd(best)
-            model.init_latents(Y, runs[best].mean)
+            model.init_latents(Y, path.mean)
             model.latents.set_sd(posterior_sd)
             result.fits.append(fit(model, Y, seed=seed + 2 + r, progress=progress, **kw))
             result.step_sds.append(best)
