@@ -14,7 +14,8 @@ after :func:`mgplvm.alignment.align` (the manifold symmetry that best maps the f
 
 Run ``python benchmarks/recovery.py [--quick] [--problems ring,t2,so3,s3] [--threads 1]
 [--init pca|identity|truth]``; ``--help`` lists the diagnosis flags (fixed or initial step
-s.d., inducing points, learning-rate decay, frozen latents...).
+s.d., inducing points, learning-rate decay, frozen latents...) and the data flags (``--n-time``,
+``--width``, ``--speed``: recording length, tuning-field widths, latent speed).
 ``--quick``: the ring only, at most 600 iterations.
 """
 
@@ -61,8 +62,35 @@ class Problem:
     decode_rounds: int | None = None
 
 
-def _so3_cells(seed: int, n_time: int):
-    return datasets.so3(n_neurons=150, n_time=n_time, seed=seed)
+def _so3_cells(seed: int, n_time: int, **kw):
+    return datasets.so3(n_neurons=150, n_time=n_time, seed=seed, **kw)
+
+
+def so3_width_matching_s3(width_deg: float) -> float:
+    """Rotation angle (degrees) at which an SO(3) field covers the same fraction of SO(3) as an
+    S³ field of geodesic half-width ``width_deg`` covers of S³ (the region above half maximum).
+
+    On S³ the angle θ from a point has density ∝ sin²θ, so a cap of radius w holds
+    (w − sin w cos w)/π of the sphere; on SO(3) the rotation angle φ between two Haar rotations
+    has density (1 − cos φ)/π, so a ball of radius w' holds (w' − sin w')/π. Solved for w'."""
+    from scipy.optimize import brentq
+
+    w = math.radians(width_deg)
+    target = w - math.sin(w) * math.cos(w)
+    return math.degrees(brentq(lambda v: v - math.sin(v) - target, 0.0, math.pi))
+
+
+def _width(arg: str) -> tuple[float, float] | str:
+    if arg == "match-s3":
+        return arg
+    try:
+        lo, hi = (float(v) for v in arg.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--width: 'LO,HI' in degrees or 'match-s3', not {arg!r}") from None
+    if not 0 < lo <= hi <= 180:
+        raise argparse.ArgumentTypeError(f"--width: need 0 < LO <= HI <= 180, got {arg!r}")
+    return lo, hi
 
 
 # T², S³ and SO(3) decay the learning rate over the second half of the fit (``lr_final``): at a
@@ -76,7 +104,8 @@ def _so3_cells(seed: int, n_time: int):
 PROBLEMS = [
     Problem(
         "ring", "ring T1, 50 neurons, {n_time} bins",
-        lambda seed, n_time: datasets.head_direction_ring(n_neurons=50, n_time=n_time, seed=seed),
+        lambda seed, n_time, **kw: datasets.head_direction_ring(n_neurons=50, n_time=n_time,
+                                                                 seed=seed, **kw),
         "T1", 0.15, "median |latent error| (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4},
@@ -86,8 +115,8 @@ PROBLEMS = [
         # an arc of some angles (benchmarks/decoding_oracle.py prints the range), and an arc can
         # be warped freely by the tuning curves, so no fit is identifiable up to a torus isometry
         "t2", "torus T2, 100 neurons, {n_time} bins, 400 deg/s",
-        lambda seed, n_time: datasets.torus(d=2, n_neurons=100, n_time=n_time, seed=seed,
-                                            angular_velocity_sd=400.0),
+        lambda seed, n_time, **kw: datasets.torus(d=2, n_neurons=100, n_time=n_time, seed=seed,
+                                                  **{"angular_velocity_sd": 400.0, **kw}),
         "T2", 0.25, "median |latent error| per angle (rad)",
         {"prior": "brownian"},
         {"n_iter": 1500, "n_mc": 4, "batch_size": 100, "early_stopping": False,
@@ -116,7 +145,8 @@ PROBLEMS = [
     ),
     Problem(
         "s3", "sphere S3, 150 neurons, {n_time} bins",
-        lambda seed, n_time: datasets.sphere3(n_neurons=150, n_time=n_time, seed=seed),
+        lambda seed, n_time, **kw: datasets.sphere3(n_neurons=150, n_time=n_time, seed=seed,
+                                                    **kw),
         "S3", 0.3, "median geodesic error (rad)",
         {"prior": "brownian"},
         {"n_iter": 1000, "n_mc": 4, "batch_size": 100, "early_stopping": False,
@@ -147,6 +177,8 @@ RUN_OVERRIDES = {
     "n_particles": None,
     "smooth_final": "the latents scored are the particle-smoothed path",
     "n_iter": None,
+    "width": "tuning-field half-widths {} (degrees)",
+    "speed": "latent angular-velocity s.d. {} deg/s",
 }
 
 
@@ -243,6 +275,8 @@ def run(
     smooth_steps: list[float] | None = None,
     n_particles: int = 1000,
     smooth_final: bool = False,
+    width: tuple[float, float] | str | None = None,
+    speed: float | None = None,
 ) -> dict:
     """Fit one problem; ``init`` overrides the problem's initialisation (``"truth"``: start at
     the true latents, a diagnosis of whether a failure is the optimiser's or the model's);
@@ -271,8 +305,19 @@ def run(
     fixed at the candidate in ``smooth_steps`` with the largest log evidence (chosen from the
     data alone, at every round); ``smooth_final`` scores, instead of the posterior means, the
     path particle-smoothed under the final tuning curves (step s.d. by evidence from
-    ``smooth_steps``)."""
-    data = problem.make(seed, problem.n_time if n_time is None else n_time)
+    ``smooth_steps``); ``width`` the tuning fields' half-widths at half maximum (degrees,
+    ``(lo, hi)``; default: the generator's 30–60°), or ``"match-s3"`` on SO(3): the rotation
+    angles at which a field covers the fraction of SO(3) that the S³ problem's 30–60° fields
+    cover of S³ (:func:`so3_width_matching_s3`); ``speed`` the latent's angular-velocity s.d.
+    (deg/s; default: the problem's)."""
+    data_kwargs = {} if speed is None else {"angular_velocity_sd": speed}
+    if width == "match-s3":
+        if problem.manifold != "SO3":
+            raise ValueError("--width match-s3 is for the SO(3) problems")
+        data_kwargs["width"] = (so3_width_matching_s3(30.0), so3_width_matching_s3(60.0))
+    elif width is not None:
+        data_kwargs["width"] = tuple(width)
+    data = problem.make(seed, problem.n_time if n_time is None else n_time, **data_kwargs)
     model_kwargs = dict(problem.model_kwargs)
     if step_sd is not None:
         model_kwargs["prior_kwargs"] = {"step_sd": step_sd, "learn": False}
@@ -457,6 +502,15 @@ def main(argv=None) -> int:
                     "(step s.d. by evidence from --smooth-steps) instead of the posterior means")
     ap.add_argument("--n-inducing", type=int, default=None,
                     help="override the number of inducing points")
+    ap.add_argument("--width", type=_width, default=None,
+                    help="tuning fields' half-widths at half maximum in degrees, LO,HI "
+                    "(default: the generator's 30,60), or match-s3 (SO(3) only): rotation "
+                    "angles at which a field covers as much of SO(3) as the S³ problem's "
+                    "30-60° fields cover of S³")
+    ap.add_argument("--speed", type=float, default=None,
+                    help="latent angular-velocity s.d. in deg/s (default: the problem's; on "
+                    "SO(3) a rotation angle, so 200 moves the unit quaternion at the S³ "
+                    "problem's 100 deg/s)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--progress", action="store_true", help="tqdm progress bars")
     args = ap.parse_args(argv)
@@ -475,6 +529,10 @@ def main(argv=None) -> int:
     )
     print(f"recovery: seed {args.seed}, {torch.get_num_threads()} thread(s), load average "
           f"{load:.1f}{' (quick)' if args.quick else ''}{described}")
+    if args.width == "match-s3":
+        print(f"  match-s3: SO(3) fields {so3_width_matching_s3(30.0):.1f}–"
+              f"{so3_width_matching_s3(60.0):.1f}° of rotation, the fraction of SO(3) that "
+              "fields of 30–60° cover of S³")
     all_pass = True
     for problem in PROBLEMS:
         if problem.key not in keys:

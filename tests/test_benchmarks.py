@@ -1,0 +1,72 @@
+"""Helpers of the benchmark scripts that decide what a benchmark measures."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mgplvm import datasets as ds
+from mgplvm.manifolds import get_manifold
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
+    return module
+
+
+@pytest.fixture(scope="module")
+def recovery():
+    return _load("recovery")
+
+
+def _fraction_above_half(name: str, width_deg: float, n: int = 200_000) -> float:
+    """Monte Carlo: the fraction of the manifold where a field of the generator (baseline 0,
+    peak 1, half-width ``width_deg``) fires above half its peak."""
+    m = get_manifold(name)
+    g = torch.Generator().manual_seed(1)
+    centre = m.random(1, dtype=torch.float64, generator=g)
+    x = m.random(n, dtype=torch.float64, generator=g)
+    r = ds._tuning_rates(m, "von_mises", x, centre.numpy(), [width_deg], [1.0], [0.0])
+    return float((r[0] > 0.5).mean())
+
+
+@pytest.mark.parametrize("width", [30.0, 60.0])
+def test_so3_width_matching_s3_covers_the_same_fraction(recovery, width):
+    """The matched SO(3) field covers the fraction of SO(3) (Haar) that the S³ field covers of
+    S³, checked with the generator's own tuning function (so also its width convention)."""
+    w_so3 = recovery.so3_width_matching_s3(width)
+    f_s3 = _fraction_above_half("S3", width)
+    f_so3 = _fraction_above_half("SO3", w_so3)
+    se = np.sqrt(f_s3 * (1 - f_s3) / 200_000)
+    assert abs(f_so3 - f_s3) < 5 * np.sqrt(2) * se
+    # and not the same width: an SO(3) field of the S³ field's angle covers much less
+    assert _fraction_above_half("SO3", width) < 0.6 * f_s3
+
+
+def test_width_argument(recovery):
+    assert recovery._width("match-s3") == "match-s3"
+    assert recovery._width("45,90") == (45.0, 90.0)
+    for bad in ("45", "a,b", "90,45", "0,30", "30,200"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            recovery._width(bad)
+
+
+def test_width_match_s3_refused_off_so3(recovery):
+    ring = next(p for p in recovery.PROBLEMS if p.key == "ring")
+    with pytest.raises(ValueError, match="SO\\(3\\)"):
+        recovery.run(ring, 0, True, False, width="match-s3")
