@@ -120,6 +120,45 @@ def summarise(name: str, per_rep: list[dict], metric: str) -> dict:
                                            for r in per_rep]))}
 
 
+def antipodal_revisits(quaternions: np.ndarray, angle_deg: float) -> float:
+    """Fraction of bins whose point's antipode the path also visits, on the path lifted to S³.
+
+    ``quaternions (time, 4)``: an SO(3) path as unit quaternions (``q ≡ −q``). The path is lifted
+    continuously (each ``q_t`` signed so that ``q_tᵀq_{t−1} ≥ 0``), as an S³ model of the same
+    recording with a Brownian prior would place it; a bin counts if some bin of the lift lies
+    within quaternion angle ``angle_deg`` (half the rotation angle) of ``−q_t``. Where this is
+    large an S³ model must learn each SO(3) field twice, from the data of each sheet."""
+    q = np.array(quaternions, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 4:
+        raise ValueError(f"quaternions must be (time, 4), got {q.shape}")
+    sign = np.sign(np.einsum("ti,ti->t", q[1:], q[:-1]))
+    sign[sign == 0] = 1.0
+    q[1:] *= np.cumprod(sign)[:, None]
+    return float((q @ q.T < -np.cos(np.radians(angle_deg))).any(1).mean())
+
+
+def print_antipodes(names: list[str], bins: dict[str, int], reps, seed: int,
+                    n_neurons: int, speed: float) -> None:
+    """``--antipodes``: for the recordings on SO(3), how often the lifted path revisits
+    antipodes (:func:`antipodal_revisits`, at quaternion angles of 15° and 30°: the generator's
+    field half-widths of 30–60° of rotation)."""
+    for name in names:
+        gen, kw, truth, _ = COMPARISONS[name]
+        if truth != "SO3":
+            continue
+        kw = {k: v for k, v in kw.items() if k != "n_time"}
+        rows = []
+        for r in reps:
+            data = gen(n_neurons=n_neurons, n_time=bins[name], seed=seed + r,
+                       angular_velocity_sd=speed, **kw)
+            rows.append([antipodal_revisits(data.latents[0], a) for a in (15.0, 30.0)])
+        rows = np.asarray(rows)
+        print(f"{name}: fraction of bins whose antipode the lifted path visits, within 15° / "
+              f"30° of quaternion angle, per repetition: " + ", ".join(
+                  f"{a:.2f}/{b:.2f}" for a, b in rows)
+              + f"; mean {rows[:, 0].mean():.2f} / {rows[:, 1].mean():.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 repetitions, fewer iterations")
@@ -143,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-init", choices=TEST_INITS, default="decode",
                    help="start of the test-bin latents (crossvalidate's test_init): the best "
                         "path through candidate points, or the particle-smoothed path")
+    p.add_argument("--antipodes", action="store_true",
+                   help="fit nothing: print, for the SO(3) recordings, how often the path "
+                        "lifted to S³ revisits the antipode of a bin's point (why S³ can tie "
+                        "with SO(3) on SO(3) data; docs/crossval.md)")
     a = p.parse_args(argv)
     reps = a.reps or (2 if a.quick else 10)
     reps_run = range(a.first_rep, a.first_rep + reps)
@@ -152,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in COMPARISONS}
     n_iter = a.iters or (150 if a.quick else 400)
     names = list(COMPARISONS) if a.only is None else a.only.split(",")
+    if a.antipodes:
+        print_antipodes(names, bins, reps_run, a.seed, n_neurons, a.speed)
+        return 0
     special = ", ".join(f"{k}: {v}" for k, v in bins.items() if v != n_time and k in names)
     first = f" ({reps_run.start}-{reps_run.stop - 1})" if a.first_rep else ""
     print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"

@@ -70,3 +70,19 @@ def test_width_match_s3_refused_off_so3(recovery):
     ring = next(p for p in recovery.PROBLEMS if p.key == "ring")
     with pytest.raises(ValueError, match="SO\\(3\\)"):
         recovery.run(ring, 0, True, False, width="match-s3")
+
+
+def test_antipodal_revisits_on_known_paths():
+    cv = _load("cv_topology")
+    theta = np.linspace(0.0, np.pi, 181)  # quaternion angle 0..180°: a full 360° rotation
+    q = np.stack([np.cos(theta), np.sin(theta), 0 * theta, 0 * theta], 1)
+    # the antipode of q_t, at quaternion angle θ_t + 180°, is within 15° of the path only for
+    # θ_t < 15° or θ_t > 165°: 2·15 + 1 of 181 bins (both ends counted, |Δ| < 15° strictly)
+    assert cv.antipodal_revisits(q, 15.0) == pytest.approx(30 / 181, abs=1.5 / 181)
+    # stored with alternating signs (q ≡ −q) it is the same rotation path: the lift undoes it
+    flipped = q * np.where(np.arange(181) % 2, -1.0, 1.0)[:, None]
+    assert cv.antipodal_revisits(flipped, 15.0) == cv.antipodal_revisits(q, 15.0)
+    # a quarter of the way round never comes near an antipode
+    assert cv.antipodal_revisits(q[:91], 15.0) == 0.0
+    with pytest.raises(ValueError, match="time, 4"):
+        cv.antipodal_revisits(q[:, :3], 15.0)
