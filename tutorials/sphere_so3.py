@@ -108,7 +108,8 @@ for manifold, mu in ((SO3(), SO3().identity(1, dtype=F64)),
 #   from the smoothed path of the best step s.d. and refitting, three times
 #   (`mgplvm.refit_by_smoothing(model, Y, [0.05, 0.07, 0.1])`), brings the benchmark's SO(3)
 #   error from 0.43 to 0.26 rad on its seed 0 (maths page), at about an hour of CPU; it refines
-#   a fit that found the right region and did not rescue the one on seed 1.
+#   a fit that found the right region and did not rescue the one on seed 1. With 1000 bins the
+#   same pipeline reaches 0.25 and 0.26 rad on seeds 0 and 1, with tuning correlations above 0.9.
 #
 # We fit, align the fit to the truth (the model is identified only up to left and right
 # multiplication by fixed rotations, found by a Procrustes problem over the quaternion signs) and
