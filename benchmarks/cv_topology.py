@@ -65,12 +65,18 @@ COMPARISONS = {
 }
 
 
+def make_recording(gen, kw: dict, rep: int, n_neurons: int, n_time: int, seed0: int,
+                   speed: float):
+    """The recording of repetition ``rep`` (seed ``seed0 + rep``); ``kw`` without ``n_time``."""
+    return gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, angular_velocity_sd=speed,
+               **kw)
+
+
 def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
             n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
             test_init: str = "decode") -> dict:
     """One repetition on one recording: a fresh recording, one fold per candidate."""
-    data = gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, angular_velocity_sd=speed,
-               **kw)
+    data = make_recording(gen, kw, rep, n_neurons, n_time, seed0, speed)
     cv = crossvalidate(
         data.Y, candidates, n_splits=1, seed=seed0 + rep, bin_size=data.bin_size,
         executor=pool, progress=False,
@@ -149,8 +155,7 @@ def print_antipodes(names: list[str], bins: dict[str, int], reps, seed: int,
         kw = {k: v for k, v in kw.items() if k != "n_time"}
         rows = []
         for r in reps:
-            data = gen(n_neurons=n_neurons, n_time=bins[name], seed=seed + r,
-                       angular_velocity_sd=speed, **kw)
+            data = make_recording(gen, kw, r, n_neurons, bins[name], seed, speed)
             rows.append([antipodal_revisits(data.latents[0], a) for a in (15.0, 30.0)])
         rows = np.asarray(rows)
         print(f"{name}: fraction of bins whose antipode the lifted path visits, within 15° / "
