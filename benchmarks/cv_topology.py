@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                         "path through candidate points, or the particle-smoothed path")
     p.add_argument("--antipodes", action="store_true",
                    help="fit nothing: print, for the SO(3) recordings, how often the path "
-                        "lifted to S³ revisits the antipode of a bin's point (why S³ can tie "
-                        "with SO(3) on SO(3) data; docs/crossval.md)")
+                        "lifted to S³ revisits the antipode of a bin's point, so that an S³ "
+                        "model must learn an SO(3) field twice (docs/crossval.md)")
     a = p.parse_args(argv)
     reps = a.reps or (2 if a.quick else 10)
     reps_run = range(a.first_rep, a.first_rep + reps)
