@@ -80,6 +80,12 @@ def so3_width_matching_s3(width_deg: float) -> float:
     return math.degrees(brentq(lambda v: v - math.sin(v) - target, 0.0, math.pi))
 
 
+def match_s3_widths() -> tuple[float, float]:
+    """``--width match-s3``: the SO(3) field widths (degrees of rotation) matching the S³
+    problem's 30–60° fields (:func:`so3_width_matching_s3` of each end)."""
+    return so3_width_matching_s3(30.0), so3_width_matching_s3(60.0)
+
+
 def _width(arg: str) -> tuple[float, float] | str:
     if arg == "match-s3":
         return arg
@@ -316,7 +322,7 @@ def run(
     if width == "match-s3":
         if problem.manifold != "SO3":
             raise ValueError("--width match-s3 is for the SO(3) problems")
-        data_kwargs["width"] = (so3_width_matching_s3(30.0), so3_width_matching_s3(60.0))
+        data_kwargs["width"] = match_s3_widths()
     elif width is not None:
         data_kwargs["width"] = tuple(width)
     data = problem.make(seed, problem.n_time if n_time is None else n_time, **data_kwargs)
@@ -532,9 +538,9 @@ def main(argv=None) -> int:
     print(f"recovery: seed {args.seed}, {torch.get_num_threads()} thread(s), load average "
           f"{load:.1f}{' (quick)' if args.quick else ''}{described}")
     if args.width == "match-s3":
-        print(f"  match-s3: SO(3) fields {so3_width_matching_s3(30.0):.1f}–"
-              f"{so3_width_matching_s3(60.0):.1f}° of rotation, the fraction of SO(3) that "
-              "fields of 30–60° cover of S³")
+        lo, hi = match_s3_widths()
+        print(f"  match-s3: SO(3) fields {lo:.1f}–{hi:.1f}° of rotation, the fraction of SO(3) "
+              "that fields of 30–60° cover of S³")
     all_pass = True
     for problem in PROBLEMS:
         if problem.key not in keys:
