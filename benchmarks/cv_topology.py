@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 
 from mgplvm import datasets
-from mgplvm.crossval import TEST_INITS, crossvalidate
+from mgplvm.crossval import TEST_INITS, TEST_POSTERIORS, crossvalidate
 
 #: scores reported per comparison (both higher-is-better): the primary bound and the log
 #: predictive density (see docs/crossval.md)
@@ -74,7 +74,7 @@ def make_recording(gen, kw: dict, rep: int, n_neurons: int, n_time: int, seed0: 
 
 def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
             n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
-            test_init: str = "decode") -> dict:
+            test_init: str = "decode", test_posterior: str = "variational") -> dict:
     """One repetition on one recording: a fresh recording, one fold per candidate."""
     data = make_recording(gen, kw, rep, n_neurons, n_time, seed0, speed)
     cv = crossvalidate(
@@ -82,7 +82,7 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
         executor=pool, progress=False,
         fit_kwargs={"n_iter": n_iter, "n_mc": 4},
         test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
-        model_kwargs={"prior": prior}, test_init=test_init,
+        model_kwargs={"prior": prior}, test_init=test_init, test_posterior=test_posterior,
     )
     failed = {r["manifold"] for r in cv.failed}
     out = {"_failed": {m: m in failed for m in candidates},
@@ -187,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-init", choices=TEST_INITS, default="decode",
                    help="start of the test-bin latents (crossvalidate's test_init): the best "
                         "path through candidate points, or the particle-smoothed path")
+    p.add_argument("--test-posterior", choices=TEST_POSTERIORS, default="variational",
+                   help="posterior of the test-bin latents that the scores average over "
+                        "(crossvalidate's test_posterior): the Gaussian q(g) of a latent-only "
+                        "fit, or the particle smoother's marginals (no latent-only fit)")
     p.add_argument("--antipodes", action="store_true",
                    help="fit nothing: print, for the SO(3) recordings, how often the path "
                         "lifted to S³ revisits the antipode of a bin's point, so that an S³ "
@@ -208,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"
           f"{f' ({special})' if special else ''} (25 ms, Poisson); "
           f"{n_iter} training / {n_iter // 2} test iterations; {a.prior} prior on every candidate; "
-          f"latent speed s.d. {a.speed:g} deg/s; test-bin latents start: {a.test_init}; "
+          f"latent speed s.d. {a.speed:g} deg/s; test-bin latents: "
+          + (f"start {a.test_init}, variational posterior; " if a.test_posterior == "variational"
+             else "particle-smoothed marginals (1000 particles); ") +
           "metrics (higher is better): " + "; ".join(SCORES.values()) + "\n")
     t0 = time.perf_counter()
     workers = a.workers or os.cpu_count() or 1
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
                                     n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed,
-                                    a.test_init)
+                                    a.test_init, a.test_posterior)
             for key, cands in shared.items() for r in reps_run
         }
         rows = []

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--test-init", default="decode", choices=["decode", "smooth"],
                     help="start of the held-out latents: best path through candidate points "
                     "(decode, default) or the particle-smoothed path (smooth; slower)")
+    cv.add_argument("--test-posterior", default="variational",
+                    choices=["variational", "smoothed"],
+                    help="posterior of the held-out latents that the scores average over: the "
+                    "Gaussian q(g) of a latent-only fit (variational, default) or the particle "
+                    "smoother's marginals (smoothed; multimodal where a bin is ambiguous)")
 
     sim = sub.add_parser("simulate", help="generate a synthetic recording",
                          description="Generate a synthetic recording from a settings file "

@@ -32,12 +32,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS", "TEST_INITS"]
+__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS", "TEST_INITS", "TEST_POSTERIORS"]
 
 #: metric name -> True when larger is better
 METRICS = {"ll_per_datum": True, "pred_ll_per_datum": True, "mse": False, "var_explained": True}
 #: starts of the test-bin latents (``crossvalidate``'s ``test_init``)
 TEST_INITS = ("decode", "smooth")
+#: posteriors of the test-bin latents that the held-out scores average over
+#: (``crossvalidate``'s ``test_posterior``)
+TEST_POSTERIORS = ("variational", "smoothed")
 
 
 # ----------------------------------------------------------------------------------------- splits
@@ -325,19 +328,26 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     for direction, (inp, out) in enumerate((halves, halves[::-1])):
         test_model = model.with_new_latents(len(test_t), n_trials)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
-        checked = contextlib.nullcontext()
-        if spec["test_init"] != "decode":  # else fit's own "decode" start
-            observed.init_latents(Y_test[:, inp], spec["test_init"])
-            checked = observed._validated()  # that checked (and warned about) the input half
-        with checked:
-            fit_module.fit(observed, Y_test[:, inp], train="latents", seed=seed + 1 + direction,
-                           progress=False, **spec["test_fit_kwargs"])
         y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
-        torch.manual_seed(seed + 11 + direction)
-        ll, pred_ll = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])
+        if spec.get("test_posterior", "variational") == "smoothed":
+            path = observed.smooth_latents(Y_test[:, inp], n_particles=spec["n_particles"],
+                                           seed=seed + 1 + direction)
+            ll, pred_ll, pred = _held_out_ll_particles(
+                test_model, y_out, out, path.particles, path.log_weights)
+        else:
+            checked = contextlib.nullcontext()
+            if spec["test_init"] != "decode":  # else fit's own "decode" start
+                observed.init_latents(Y_test[:, inp], spec["test_init"])
+                checked = observed._validated()  # that checked (and warned about) the input half
+            with checked:
+                fit_module.fit(observed, Y_test[:, inp], train="latents",
+                               seed=seed + 1 + direction, progress=False,
+                               **spec["test_fit_kwargs"])
+            torch.manual_seed(seed + 11 + direction)
+            ll, pred_ll = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])
+            pred = test_model.predict(neurons=out, n_samples=spec["n_eval_samples"])
         ll_total += ll
         pred_total += pred_ll
-        pred = test_model.predict(neurons=out, n_samples=spec["n_eval_samples"])
         resid = (pred - y_out).pow(2)
         centred = (y_out - y_out.mean(-1, keepdim=True)).pow(2)
         sq_err += float(resid.sum())
@@ -351,6 +361,36 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         "train_elbo": float(train.final_elbo),
         "n_iter": int(train.n_iter),
     }
+
+
+def _held_out_ll_particles(model, y_out, neurons, particles, log_weights, batch: int = 128):
+    """The held-out scores of :func:`_held_out_ll` with the latent posterior of every test bin
+    given by weighted particles (a particle smoother's marginals) instead of draws from ``q(g)``:
+
+    * bound: ``Σ_{s,t} log Σ_p w_{s,t,p} exp(Σ_n E_q(f)[log p(y_{s,n,t} | f_n(g_{s,t,p}))])``;
+    * predictive: the same with ``log E_q(f)[p(...)]``: ``log p(y_{B,t} | y_A)`` under the
+      frozen tuning curves and the Brownian prior, up to Monte Carlo error;
+
+    and the predictive mean ``Σ_p w_p E[y | g_p]`` ``(trials, len(neurons), time)``.
+    ``particles (trials, time, P, ambient)``, normalised ``log_weights (trials, time, P)``.
+    """
+    import torch
+
+    idx = torch.as_tensor(np.asarray(neurons), device=model.device).long()
+    lik = model.likelihood_subset(idx)
+    g_all = particles.movedim(2, 0)  # (P, trials, time, ambient)
+    lw_all = log_weights.movedim(2, 0)  # (P, trials, time)
+    bound, pred, mean_y = [], [], 0.0
+    with torch.no_grad():
+        for p0 in range(0, g_all.shape[0], batch):
+            g, lw = g_all[p0 : p0 + batch], lw_all[p0 : p0 + batch]
+            mean, var = model.f_moments(g)  # (p, trials, neurons, time)
+            mean, var = mean[..., idx, :], var[..., idx, :]
+            bound.append(lw + lik.expected_log_prob_moments(y_out, mean, var).sum(-2))
+            pred.append(lw + lik.log_predictive_moments(y_out, mean, var).sum(-2))
+            mean_y = mean_y + (lw.exp().unsqueeze(-2) * lik.predictive_mean(mean, var)).sum(0)
+    ll, pred_ll = (float(torch.logsumexp(torch.cat(w), 0).sum()) for w in (bound, pred))
+    return ll, pred_ll, mean_y
 
 
 def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16) -> tuple[float, float]:
@@ -402,6 +442,8 @@ def crossvalidate(
     test_fit_kwargs: dict[str, Any] | None = None,
     n_eval_samples: int = 64,
     test_init: str = "decode",
+    test_posterior: str = "variational",
+    n_particles: int = 1000,
     progress: bool = True,
 ) -> CVResult:
     """Compare candidate manifolds by cross-validation on ``Y`` ``(trials, neurons, time)``.
@@ -428,6 +470,12 @@ def crossvalidate(
             with a Brownian / AR(1) prior, else the best candidate per bin) or ``"smooth"``
             (needs ``model_kwargs={"prior": "brownian"}``: the particle-smoothed path,
             :meth:`~mgplvm.model.MGPLVM.smooth_latents`; slower, not limited to a grid).
+        test_posterior: the posterior of the test-bin latents that the scores average over:
+            ``"variational"`` (the Gaussian ``q(g)`` of a latent-only fit from ``test_init``,
+            ``n_eval_samples`` draws) or ``"smoothed"`` (needs a Brownian prior: the particle
+            smoother's marginals ``p(g_t | y_A)`` under the frozen tuning curves, ``n_particles``
+            weighted particles per bin; multimodal where half A leaves a bin ambiguous, and no
+            latent-only fit, so ``test_init`` and ``test_fit_kwargs`` are unused).
     """
     from mgplvm.manifolds import get_manifold
 
@@ -449,11 +497,17 @@ def crossvalidate(
         raise ValueError(f"n_eval_samples must be >= 1, got {n_eval_samples}")
     if test_init not in TEST_INITS:
         raise ValueError(f"test_init must be one of {TEST_INITS}, got {test_init!r}")
-    if test_init == "smooth" and (model_kwargs or {}).get("prior") != "brownian":
-        raise ValueError(
-            "test_init='smooth' needs a Brownian latent prior: pass "
-            "model_kwargs={'prior': 'brownian', ...}"
-        )
+    if test_posterior not in TEST_POSTERIORS:
+        raise ValueError(f"test_posterior must be one of {TEST_POSTERIORS}, got "
+                         f"{test_posterior!r}")
+    if int(n_particles) < 2:
+        raise ValueError(f"n_particles must be >= 2, got {n_particles}")
+    for option, value in (("test_init", test_init), ("test_posterior", test_posterior)):
+        if value in ("smooth", "smoothed") and (model_kwargs or {}).get("prior") != "brownian":
+            raise ValueError(
+                f"{option}={value!r} needs a Brownian latent prior: pass "
+                "model_kwargs={'prior': 'brownian', ...}"
+            )
     _, n_neurons, n_time = Y.shape
     splits = make_splits(n_neurons, n_time, n_splits, seed=seed, block=block)
     config = {
@@ -462,8 +516,11 @@ def crossvalidate(
         "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
         "threads_per_task": threads_per_task, "shape": list(Y.shape),
     }
-    if test_init != "decode":  # only when set: results_dirs of earlier runs stay resumable
+    # only when set: results_dirs of earlier runs stay resumable
+    if test_init != "decode":
         config["test_init"] = test_init
+    if test_posterior != "variational":
+        config.update(test_posterior=test_posterior, n_particles=int(n_particles))
     rdir = Path(results_dir) if results_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -489,6 +546,7 @@ def crossvalidate(
                 "fit_kwargs": fit_kwargs or {}, "model_kwargs": model_kwargs or {},
                 "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
                 "threads_per_task": threads_per_task, "test_init": test_init,
+                "test_posterior": test_posterior, "n_particles": int(n_particles),
                 "results_dir": str(rdir) if rdir is not None else None,
             })
 

@@ -42,13 +42,18 @@ class SmoothedPath:
     ``filter_mean (trials, time, ambient)``: the same for the filtering marginals
     ``p(g_t | y_{1:t})``; ``log_evidence (trials,)``: the estimate of ``log p(y_{1:T} | σ)``;
     ``ess (trials, time)``: effective sample size of the filter weights (a small value means the
-    filter is losing track: use more particles or a larger ``σ``).
+    filter is losing track: use more particles or a larger ``σ``);
+    ``particles (trials, time, P, ambient)`` and ``log_weights (trials, time, P)``: every bin's
+    particles with their normalised log smoothing weights, a weighted sample of the marginal
+    ``p(g_t | y_{1:T})`` (multimodal where the data leave a bin ambiguous).
     """
 
     mean: torch.Tensor
     filter_mean: torch.Tensor
     log_evidence: torch.Tensor
     ess: torch.Tensor
+    particles: torch.Tensor | None = None
+    log_weights: torch.Tensor | None = None
 
 
 def karcher_mean(
@@ -179,4 +184,6 @@ def particle_smoother(
         filter_mean=karcher_mean(manifold, Xb, Wb),
         log_evidence=log_ev,
         ess=ess,
+        particles=Xb,
+        log_weights=Sb,
     )

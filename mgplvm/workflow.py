@@ -454,7 +454,8 @@ def cmd_crossval(args) -> int:
                                              "test_iter": max(1, args.iterations // 2)}
     cv = run_crossval(rec, manifolds, args.splits, seed=args.seed, likelihood=args.likelihood,
                       n_workers=args.workers, results_dir=out / "folds",
-                      progress=not args.no_progress, test_init=args.test_init, **kw)
+                      progress=not args.no_progress, test_init=args.test_init,
+                      test_posterior=args.test_posterior, **kw)
     report = Report(out, title=f"mgplvm crossval: {Path(args.file).name}")
     report_crossval(report, cv, out)
     index = report.write()

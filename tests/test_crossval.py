@@ -133,6 +133,85 @@ def test_smoothed_test_start_sees_only_the_input_half_at_test_bins(monkeypatch):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="viterbi")
 
 
+def test_smoothed_posterior_sees_only_the_input_half_and_runs_no_test_fit(monkeypatch):
+    """``test_posterior="smoothed"``: the held-out half is scored under the particle smoother's
+    marginals computed from the input half's test-bin counts; no latent-only fit runs."""
+    from mgplvm.model import MGPLVM
+
+    fake, smoothed = RecordingFit(), []
+    original = MGPLVM.smooth_latents
+
+    def spy(model, Y, *args, **kwargs):
+        Yn = np.asarray(Y)
+        smoothed.append({"neurons": np.unique(Yn[0] // 1000).astype(int),
+                         "bins": np.unique(Yn[0] % 1000).astype(int),
+                         "n_particles": kwargs["n_particles"]})
+        return original(model, Y, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit", fake)
+    monkeypatch.setattr(MGPLVM, "smooth_latents", spy)
+    res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
+                        progress=False, test_posterior="smoothed", n_particles=50,
+                        model_kwargs={"prior": "brownian"})
+    assert all(r["status"] == "ok" for r in res.records), res.failed
+    assert res.config["test_posterior"] == "smoothed" and res.config["n_particles"] == 50
+    assert [c["train"] for c in fake.calls] == ["all", "all"]  # training fits only
+    split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
+    assert len(smoothed) == 2 * 2  # manifolds x test directions
+    for call, inp in zip(smoothed, [split["neurons_a"], split["neurons_b"]] * 2, strict=True):
+        np.testing.assert_array_equal(call["neurons"], inp)
+        np.testing.assert_array_equal(call["bins"], split["test_t"])
+        assert call["n_particles"] == 50
+    for r in res.records:
+        assert np.isfinite(r["ll_per_datum"]) and np.isfinite(r["mse"])
+        assert r["pred_ll_per_datum"] > r["ll_per_datum"]
+    with pytest.raises(ValueError, match="Brownian latent prior"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
+                      test_posterior="smoothed")
+    with pytest.raises(ValueError, match="test_posterior"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
+                      test_posterior="particles")
+    with pytest.raises(ValueError, match="n_particles"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, n_particles=1,
+                      test_posterior="smoothed", model_kwargs={"prior": "brownian"})
+
+
+def test_particle_scores_equal_the_sampled_scores_on_equal_weights():
+    """Equally weighted particles that are the draws of q(g) give exactly the scores (and the
+    predictive mean) of the sampled estimator."""
+    from mgplvm.crossval import _held_out_ll, _held_out_ll_particles
+    from mgplvm.model import MGPLVM
+
+    rng = np.random.default_rng(0)
+    Y = rng.poisson(2.0, size=(2, 5, 12)).astype(float)
+    model = MGPLVM("T1", 5, 12, 2, bin_size=1.0, seed=0)
+    model.init_from_data(Y)
+    model.latents.set_sd(0.3)
+    out = np.array([1, 3, 4])
+    y_out = torch.as_tensor(Y[:, out])
+    torch.manual_seed(5)
+    ll, pred_ll = _held_out_ll(model, y_out, out, n_samples=16, batch=16)
+    torch.manual_seed(5)
+    g = model._latent_samples(16)  # the same draws: (k, trials, time, ambient)
+    lw = torch.full(g.shape[:-1], -math.log(16), dtype=g.dtype).movedim(0, -1)
+    ll_p, pred_p, mean_y = _held_out_ll_particles(model, y_out, out, g.movedim(0, 2), lw,
+                                                  batch=5)
+    assert ll_p == pytest.approx(ll, rel=1e-10) and pred_p == pytest.approx(pred_ll, rel=1e-10)
+    mean, var = model.f_moments(g)
+    expected = model.likelihood.predictive_mean(mean, var)[..., out, :].mean(0)
+    torch.testing.assert_close(mean_y, expected.detach())
+    # unequal weights: particles (a, a, b) with weights (1/4, 1/4, 1/2) score as (a, b) with
+    # (1/2, 1/2), per bin
+    two = g[:2].movedim(0, 2)  # (trials, time, 2, ambient)
+    three = torch.cat([two[..., :1, :], two], 2)
+    lw2 = torch.full(two.shape[:-1], math.log(0.5), dtype=g.dtype)
+    lw3 = torch.log(torch.tensor([0.25, 0.25, 0.5], dtype=g.dtype)).expand(*two.shape[:2], 3)
+    a, b = _held_out_ll_particles(model, y_out, out, two, lw2), _held_out_ll_particles(
+        model, y_out, out, three, lw3, batch=2)
+    assert a[0] == pytest.approx(b[0], rel=1e-12) and a[1] == pytest.approx(b[1], rel=1e-12)
+    torch.testing.assert_close(a[2], b[2])
+
+
 def test_scores_are_per_datum(monkeypatch):
     """Doubling the data (two identical trials) leaves the per-datum score unchanged."""
     monkeypatch.setattr(fit_module, "fit", RecordingFit())

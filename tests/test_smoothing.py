@@ -14,9 +14,9 @@ from mgplvm.manifolds import SO3, Euclid
 from mgplvm.smoothing import karcher_mean, particle_smoother
 
 
-def _kalman(y: np.ndarray, step_sd: float, obs_sd: float) -> tuple[float, np.ndarray]:
-    """Log evidence and RTS smoother means for x_0 ~ N(0, 1), x_t = x_{t−1} + step ε,
-    y_t = x_t + obs η."""
+def _kalman(y: np.ndarray, step_sd: float, obs_sd: float, variances: bool = False):
+    """Log evidence and RTS smoother means (and, with ``variances``, variances) for
+    x_0 ~ N(0, 1), x_t = x_{t−1} + step ε, y_t = x_t + obs η."""
     T = len(y)
     m_f, v_f = np.empty(T), np.empty(T)
     m, v, log_ev = 0.0, 1.0, 0.0
@@ -28,11 +28,12 @@ def _kalman(y: np.ndarray, step_sd: float, obs_sd: float) -> tuple[float, np.nda
         k = v / s
         m, v = m + k * (y[t] - m), (1 - k) * v
         m_f[t], v_f[t] = m, v
-    m_s = m_f.copy()
+    m_s, v_s = m_f.copy(), v_f.copy()
     for t in range(T - 2, -1, -1):
         gain = v_f[t] / (v_f[t] + step_sd**2)
         m_s[t] = m_f[t] + gain * (m_s[t + 1] - m_f[t])
-    return log_ev, m_s
+        v_s[t] = v_f[t] + gain**2 * (v_s[t + 1] - v_f[t] - step_sd**2)
+    return (log_ev, m_s, v_s) if variances else (log_ev, m_s)
 
 
 def test_matches_kalman_evidence_and_rts_means():
@@ -59,6 +60,36 @@ def test_matches_kalman_evidence_and_rts_means():
         out.mean[0, :, 0].numpy() - m_s
     ).mean()
     assert torch.all(out.ess > 1) and torch.all(out.ess[:, 1:] <= 1500 + 1e-6)  # bin 0: 20,000
+
+
+def test_weighted_particles_are_the_smoothing_marginals():
+    """The returned particles and log weights are a weighted sample of p(x_t | y_{1:T}): their
+    weighted moments match the RTS means and variances (Kalman oracle on R¹)."""
+    rng = np.random.default_rng(2)
+    T, step, obs = 25, 0.3, 0.5
+    x = rng.normal() + np.cumsum(np.r_[0.0, step * rng.normal(size=T - 1)])
+    y = x + obs * rng.normal(size=T)
+    yt = torch.as_tensor(y)
+
+    def log_lik(g, t):
+        return -0.5 * (math.log(2 * math.pi * obs**2) + (g[..., 0] - yt[t]) ** 2 / obs**2)
+
+    gen = torch.Generator().manual_seed(3)
+    initial = torch.randn(1, 20_000, 1, dtype=torch.float64, generator=gen)
+    out = particle_smoother(Euclid(1), log_lik, initial, T, step, n_particles=2000,
+                            generator=gen)
+    assert out.particles.shape == (1, T, 2000, 1) and out.log_weights.shape == (1, T, 2000)
+    w = out.log_weights[0].exp()
+    torch.testing.assert_close(w.sum(-1), torch.ones(T, dtype=torch.float64))
+    mean = (w * out.particles[0, ..., 0]).sum(-1)
+    var = (w * (out.particles[0, ..., 0] - mean[:, None]) ** 2).sum(-1)
+    _, m_s, v_s = _kalman(y, step, obs, variances=True)
+    torch.testing.assert_close(mean, out.mean[0, :, 0])  # the Karcher mean on R¹
+    assert np.abs(mean.numpy() - m_s).max() < 0.06
+    # smoothing s.d. ~0.27: variances within 10 % on average, 40 % in the worst bin (the early
+    # bins' backward weights are the most degenerate)
+    rel = np.abs(var.numpy() / v_s - 1)
+    assert rel.mean() < 0.1 and rel.max() < 0.4, rel
 
 
 def _so3_problem(n_time=120):

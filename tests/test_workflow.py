@@ -59,7 +59,8 @@ def test_user_errors_are_one_line_with_exit_status_2(argv, message, capsys):
 
 
 def test_crossval_passes_the_test_latent_start_on(monkeypatch, tmp_path):
-    """``mgplvm crossval --test-init smooth`` reaches :func:`mgplvm.crossvalidate`."""
+    """``mgplvm crossval --test-init smooth --test-posterior smoothed`` reach
+    :func:`mgplvm.crossvalidate`."""
     import mgplvm.crossval
 
     seen = {}
@@ -74,8 +75,10 @@ def test_crossval_passes_the_test_latent_start_on(monkeypatch, tmp_path):
     monkeypatch.setattr(mgplvm.crossval, "crossvalidate", fake)
     with pytest.raises(Stop):
         main(["crossval", str(BUNDLED), "--manifolds", "T1,R1", "--splits", "1",
-              "--test-init", "smooth", "--out", str(tmp_path), "--no-progress"])
+              "--test-init", "smooth", "--test-posterior", "smoothed", "--out", str(tmp_path),
+              "--no-progress"])
     assert seen["test_init"] == "smooth" and seen["manifolds"] == ["T1", "R1"]
+    assert seen["test_posterior"] == "smoothed"
     assert seen["model_kwargs"]["prior"] == "brownian"
 
 
