@@ -55,10 +55,11 @@ COMPARISONS = {
     "T2": (datasets.torus, {"d": 2, "n_time": 1000}, "T2", ["T2", "R2"]),
     "SO3": (datasets.so3, {}, "SO3", ["SO3", "R3"]),
     # S³ contains the T² model (Clifford torus; docs/crossval.md): held-out likelihood has no
-    # reason to favour T² over S³ here (S³ won 2/2 at 1000 bins)
+    # reason to favour T² over S³ here (S³ won 2/2 at 1000 bins; with --test-posterior smoothed
+    # T² won 3 of 6 repetitions, a tie)
     "T2-3way": (datasets.torus, {"d": 2}, "T2", ["T2", "SO3", "S3"]),
     # S³ double-covers SO(3) (docs/crossval.md): at 500 bins SO(3) won 3 of 5 repetitions on
-    # ll_per_datum, tied with S³ to 0.0015 per datum
+    # ll_per_datum, tied with S³ to 0.0015 per datum; at 1000 bins 1 of 2
     "SO3-3way": (datasets.so3, {}, "SO3", ["T2", "SO3", "S3"]),
     # 300 bins: S3 won 10/10 on ll_per_datum, 9/10 on pred_ll_per_datum
     "S3-3way": (datasets.sphere3, {}, "S3", ["T2", "SO3", "S3"]),
@@ -211,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     first = f" ({reps_run.start}-{reps_run.stop - 1})" if a.first_rep else ""
     print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"
           f"{f' ({special})' if special else ''} (25 ms, Poisson); "
-          f"{n_iter} training / {n_iter // 2} test iterations; {a.prior} prior on every candidate; "
+          f"{n_iter} training"
+          + (f" / {n_iter // 2} test" if a.test_posterior == "variational" else "")
+          + f" iterations; {a.prior} prior on every candidate; "
           f"latent speed s.d. {a.speed:g} deg/s; test-bin latents: "
           + (f"start {a.test_init}, variational posterior; " if a.test_posterior == "variational"
              else "particle-smoothed marginals (1000 particles); ") +
