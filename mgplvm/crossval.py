@@ -402,25 +402,18 @@ def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16) -> tupl
       the log predictive density (``≥`` the bound by Jensen; neurons are independent given g).
 
     The latent posterior factorises over bins, so the importance average is taken bin by bin
-    (a much lower-variance estimate than averaging whole-trajectory weights).
+    (a much lower-variance estimate than averaging whole-trajectory weights). The draws are
+    scored as equally weighted particles by :func:`_held_out_ll_particles`.
     """
     import torch
 
-    idx = torch.as_tensor(np.asarray(neurons), device=model.device).long()
-    lik = model.likelihood_subset(idx)
-    bound, pred = [], []
     with torch.no_grad():
-        for s0 in range(0, n_samples, batch):
-            g = model._latent_samples(min(batch, n_samples - s0))  # (k, trials, time, ambient)
-            mean, var = model.f_moments(g)  # (k, trials, neurons, time)
-            mean, var = mean[..., idx, :], var[..., idx, :]
-            # (k, trials, time)
-            bound.append(lik.expected_log_prob_moments(y_out, mean, var).sum(-2))
-            pred.append(lik.log_predictive_moments(y_out, mean, var).sum(-2))
-    log_k = np.log(n_samples)
-    return tuple(
-        float((torch.logsumexp(torch.cat(w), 0) - log_k).sum()) for w in (bound, pred)
-    )
+        g = torch.cat([model._latent_samples(min(batch, n_samples - s0))
+                       for s0 in range(0, n_samples, batch)])  # (K, trials, time, ambient)
+    log_w = torch.full(g.shape[:-1], -math.log(n_samples), dtype=g.dtype, device=g.device)
+    ll, pred_ll, _ = _held_out_ll_particles(model, y_out, neurons, g.movedim(0, 2),
+                                            log_w.movedim(0, -1), batch=batch)
+    return ll, pred_ll
 
 
 # ----------------------------------------------------------------------------------------- driver
