@@ -38,6 +38,8 @@ import numpy as np
 from mgplvm import datasets
 from mgplvm.crossval import TEST_INITS, TEST_POSTERIORS, crossvalidate
 
+#: particles per test bin under --test-posterior smoothed (crossvalidate's n_particles)
+N_PARTICLES = 1000
 #: scores reported per comparison (both higher-is-better): the primary bound and the log
 #: predictive density (see docs/crossval.md)
 SCORES = {"ll_per_datum": "held-out log-likelihood per datum",
@@ -84,6 +86,7 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
         fit_kwargs={"n_iter": n_iter, "n_mc": 4},
         test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
         model_kwargs={"prior": prior}, test_init=test_init, test_posterior=test_posterior,
+        n_particles=N_PARTICLES,
     )
     failed = {r["manifold"] for r in cv.failed}
     out = {"_failed": {m: m in failed for m in candidates},
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
           + f" iterations; {a.prior} prior on every candidate; "
           f"latent speed s.d. {a.speed:g} deg/s; test-bin latents: "
           + (f"start {a.test_init}, variational posterior; " if a.test_posterior == "variational"
-             else "particle-smoothed marginals (1000 particles); ") +
+             else f"particle-smoothed marginals ({N_PARTICLES} particles); ") +
           "metrics (higher is better): " + "; ".join(SCORES.values()) + "\n")
     t0 = time.perf_counter()
     workers = a.workers or os.cpu_count() or 1

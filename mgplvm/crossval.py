@@ -329,7 +329,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         test_model = model.with_new_latents(len(test_t), n_trials)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
         y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
-        if spec.get("test_posterior", "variational") == "smoothed":
+        if spec["test_posterior"] == "smoothed":
             path = observed.smooth_latents(Y_test[:, inp], n_particles=spec["n_particles"],
                                            seed=seed + 1 + direction)
             ll, pred_ll, pred = _held_out_ll_particles(
