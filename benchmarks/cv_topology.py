@@ -17,6 +17,7 @@ Comparisons (paper's reference: the generating manifold wins on average):
 * T² data: T² vs R²
 * SO(3) data: SO(3) vs R³
 * T², SO(3) and S³ data, each: T² vs SO(3) vs S³
+* T² data with a tuning width per angle: T² (a lengthscale per angle, ``"T1xT1"``) vs SO(3) vs S³
 
 Usage::
 
@@ -60,6 +61,11 @@ COMPARISONS = {
     # reason to favour T² over S³ here (S³ won 2/2 at 1000 bins; with --test-posterior smoothed
     # T² won 3 of 6 repetitions, a tie)
     "T2-3way": (datasets.torus, {"d": 2}, "T2", ["T2", "SO3", "S3"]),
+    # T² data whose neurons have a width per angle, in ratios that differ between neurons (up to
+    # 2:1): S³'s tori give every neuron the same ratio (docs/crossval.md), the T² model with a
+    # lengthscale per angle ("T1xT1") fits each neuron's; 1000 bins as T² vs R²
+    "T2aniso-3way": (datasets.torus, {"d": 2, "width_per_angle": True, "n_time": 1000}, "T1xT1",
+                     ["T1xT1", "SO3", "S3"]),
     # S³ double-covers SO(3) (docs/crossval.md): at 500 bins SO(3) won 3 of 5 repetitions on
     # ll_per_datum, tied with S³ to 0.0015 per datum; at 1000 bins 1 of 2
     "SO3-3way": (datasets.so3, {}, "SO3", ["T2", "SO3", "S3"]),

@@ -161,6 +161,18 @@ class CVResult:
             out[m] = row
         return out
 
+    def within_noise(self, metric: str = "ll_per_datum", alpha: float = 0.05) -> list[str]:
+        """Manifolds other than the winner whose paired difference to it is not significant
+        (two-sided paired t-test over folds, ``p ≥ alpha``): candidates the data do not rank
+        below the winner. Empty if every other manifold is significantly worse, or if there are
+        fewer than two folds (no test)."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        diff = self.paired_differences(metric)
+        return [m for m, d in diff.items()
+                if m != self.winner(metric) and np.isfinite(d["t_pvalue"])
+                and d["t_pvalue"] >= alpha]
+
     # --- export
     def to_dataframe(self):
         """A pandas DataFrame of the records, or a dict of columns if pandas is not installed."""
@@ -192,6 +204,13 @@ class CVResult:
             )
         better = "higher" if METRICS[metric] else "lower"
         lines.append(f"(* winner; {better} is better; {self.n_splits} folds)")
+        n_paired = max((d["n"] for m, d in diff.items() if m != best), default=0)
+        if n_paired < 2:
+            lines.append("fewer than two folds in common: no paired test, the ranking is one "
+                         "fold's")
+        elif tie := self.within_noise(metric):
+            lines.append(f"not distinguishable from {best} (paired t-test p >= 0.05): "
+                         + ", ".join(tie))
         return "\n".join(lines)
 
     def __str__(self) -> str:

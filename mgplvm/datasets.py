@@ -100,7 +100,8 @@ class SyntheticData:
         bin_size: seconds per time bin.
         likelihood: the noise model, ``"poisson"``, ``"negbin"`` or ``"gaussian"``.
         params: generator arguments plus per-neuron arrays ``preferred (neurons, ambient)``,
-            ``widths``, ``peak_rates``, ``baselines`` (``(neurons,)``).
+            ``widths``, ``peak_rates``, ``baselines`` (``(neurons,)``; ``widths`` is
+            ``(neurons, d)`` from :func:`torus` with ``width_per_angle``).
         generator: name of the generating function in this module.
         description: free text.
     """
@@ -258,7 +259,7 @@ def _torch_generator(rng: np.random.Generator) -> torch.Generator:
 
 
 # ------------------------------------------------------------------------------------- pieces
-def _uniform(rng: np.random.Generator, lohi: tuple[float, float], n: int) -> np.ndarray:
+def _uniform(rng: np.random.Generator, lohi: tuple[float, float], n) -> np.ndarray:
     return rng.uniform(lohi[0], lohi[1], size=n)
 
 
@@ -302,13 +303,23 @@ def _smooth_gaussian(rng, trials, n_time, d, dt, sd, timescale) -> np.ndarray:
 
 
 def _tuning_rates(manifold, tuning, x, preferred, widths, peak_rates, baselines) -> np.ndarray:
-    """Rates (Hz) ``(..., neurons, n)`` at ``x (..., n, ambient)``; see the module docstring."""
+    """Rates (Hz) ``(..., neurons, n)`` at ``x (..., n, ambient)``; see the module docstring.
+
+    ``widths``: ``(neurons,)``, or ``(neurons, d)`` on a torus Tᵈ (a width per angle: the bump is
+    the product over angles of one-angle bumps, each with its own width)."""
     pref = torch.as_tensor(np.asarray(preferred, dtype=np.float64))
-    w = torch.as_tensor(np.asarray(widths, dtype=np.float64)).unsqueeze(-1)  # (N, 1)
+    w = torch.as_tensor(np.asarray(widths, dtype=np.float64))
+    w = w.unsqueeze(-2) if w.ndim == 2 else w.unsqueeze(-1)  # (N, 1[, d])
     x = x.unsqueeze(-3)  # (..., 1, n, amb)
     pref = pref.unsqueeze(-2)  # (N, 1, amb)
     euclidean = isinstance(manifold, Euclid)
-    if tuning == "gaussian_bump":
+    if w.ndim == 3:  # per angle (torus): (N, 1, d) against angle differences (..., N, n, d)
+        diff = wrap_angle(x - pref)
+        if tuning == "gaussian_bump":
+            z = (diff / torch.deg2rad(w)).pow(2).sum(-1)
+        else:
+            z = ((1 - torch.cos(diff)) / (1 - torch.cos(torch.deg2rad(w)))).sum(-1)
+    elif tuning == "gaussian_bump":
         diff = x - pref if euclidean else wrap_angle(x - pref)
         z = diff.pow(2).sum(-1) / (w if euclidean else torch.deg2rad(w)).pow(2)
     else:
@@ -361,18 +372,22 @@ def _simulate(
     seed: int | None,
     walk: dict[str, float],
     description: str,
+    width_per_angle: bool = False,
 ) -> SyntheticData:
     """Validate, draw the trajectory, the cells, the rates and the noise — in that order."""
     settings = {
         k: _plain(v)
         for k, v in locals().items()
         if k not in ("generator", "manifold_name", "walk", "description")
+        and not (k == "width_per_angle" and not v)  # recorded only when used
     }
     n_neurons = _check_count(n_neurons, "n_neurons")
     n_time = _check_count(n_time, "n_time", 2)
     trials = _check_count(trials, "trials")
     _check_positive(bin_size, "bin_size")
     manifold = _get_manifold(manifold_name)
+    if width_per_angle and not manifold_name.startswith("T"):
+        raise ValueError(f"width_per_angle needs a torus, not {manifold_name}")
     euclidean = isinstance(manifold, Euclid)
     allowed = _TUNINGS.get(manifold_name[0], ("von_mises",))
     if tuning not in allowed:
@@ -407,7 +422,9 @@ def _simulate(
         ).numpy()
     cells = {
         "preferred": preferred,
-        "widths": _uniform(rng, widths, n_neurons),
+        # per angle (tori): (neurons, d), each angle's width drawn independently
+        "widths": _uniform(rng, widths, (n_neurons, manifold.dim) if width_per_angle
+                           else n_neurons),
         "peak_rates": _uniform(rng, peak, n_neurons),
         "baselines": _uniform(rng, base, n_neurons),
     }
@@ -477,11 +494,14 @@ def torus(
     velocity_timescale: float = 0.3,
     seed: int | None = 0,
     description: str = "",
+    width_per_angle: bool = False,
 ) -> SyntheticData:
     """Cells on the torus Tᵈ tuned to products of von Mises bumps (one per angle).
 
     Arguments as :func:`head_direction_ring`; every angle's velocity is an independent OU
-    process. Returns ``latents (trials, n_time, d)``.
+    process. ``width_per_angle``: each neuron draws an independent width from ``width`` for each
+    angle (``widths (neurons, d)``; tuning elongated along one angle by a ratio that differs
+    between neurons), instead of one width for all angles. Returns ``latents (trials, n_time, d)``.
     """
     kwargs = dict(locals())
     d = _check_count(kwargs.pop("d"), "d")

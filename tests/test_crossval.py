@@ -357,6 +357,38 @@ def test_result_export_round_trip(sequential_result, tmp_path):
     json.dumps(res.records, default=float)
 
 
+def _result_from_scores(scores: dict[str, list[float]]) -> CVResult:
+    n = len(next(iter(scores.values())))
+    recs = [{"manifold": m, "fold": f, "status": "ok", "error": None, "ll_per_datum": v}
+            for m, vals in scores.items() for f, v in enumerate(vals)]
+    return CVResult(recs, list(scores), n)
+
+
+def test_table_names_the_candidates_within_noise_of_the_winner():
+    """A consistent paired difference is significant even when it is small against the spread
+    across folds; a difference that changes sign from fold to fold is not."""
+    base = np.array([-0.30, -0.25, -0.28, -0.32, -0.27])
+    tie = np.array([0.002, -0.001, 0.001, -0.002, -0.0015])  # mean -0.0003, changes sign
+    res = _result_from_scores({
+        "T2": list(base),
+        "S3": list(base + tie),
+        "SO3": list(base - 0.004 + np.array([0.0, 0.001, -0.001, 0.0005, -0.0005])),
+    })
+    from scipy import stats
+    assert res.winner() == "T2"
+    p_tie = stats.ttest_rel(base + tie, base).pvalue
+    assert p_tie > 0.5 and stats.ttest_rel(res.scores()["SO3"], base).pvalue < 1e-3
+    assert res.within_noise() == ["S3"]
+    assert "not distinguishable from T2 (paired t-test p >= 0.05): S3" in res.table()
+    assert res.within_noise(alpha=(1 + p_tie) / 2) == []
+    with pytest.raises(ValueError, match="alpha"):
+        res.within_noise(alpha=1.5)
+    separated = _result_from_scores({"T2": list(base), "R2": list(base - 0.01 + tie)})
+    assert separated.within_noise() == [] and "not distinguishable" not in separated.table()
+    one = _result_from_scores({"T2": [-0.3], "R2": [-0.31]})
+    assert one.within_noise() == [] and "no paired test" in one.table()
+
+
 def test_unguarded_script_gets_a_hint_not_a_silent_failure(tmp_path):
     """A script without ``if __name__ == "__main__":`` kills its spawned workers; every failed
     record must say why and what to do."""

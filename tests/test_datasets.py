@@ -94,6 +94,57 @@ def test_ring_rates_in_stated_ranges_and_width_is_hwhm(tuning):
     assert np.all(opposite < p["baselines"] + 0.1 * (p["peak_rates"] - p["baselines"]))
 
 
+@pytest.mark.parametrize("tuning", ["von_mises", "gaussian_bump"])
+def test_torus_width_per_angle_is_each_angles_hwhm(tuning, tmp_path):
+    """``width_per_angle``: widths ``(neurons, d)``, drawn independently per angle; moving one
+    angle by its own width from the preferred point halves the bump, the other angle held."""
+    data = ds.torus(d=2, n_neurons=30, n_time=40, tuning=tuning, width=(20, 80),
+                    width_per_angle=True, seed=3)
+    p = data.params
+    w = p["widths"]
+    assert w.shape == (30, 2) and w.min() >= 20 and w.max() <= 80
+    assert np.abs(np.log(w[:, 0] / w[:, 1])).max() > 0.5  # ratios differ between neurons
+    assert np.corrcoef(w[:, 0], w[:, 1])[0, 1] < 0.5
+    pref = p["preferred"]
+
+    def own_rate(x):  # neuron n's rate at point x[n]
+        return np.diagonal(data.tuning(x[:, None])[..., 0])
+
+    np.testing.assert_allclose(own_rate(pref), p["peak_rates"], rtol=1e-12)
+    half = (p["peak_rates"] + p["baselines"]) / 2
+    for angle in range(2):
+        x = pref.copy()
+        x[:, angle] += np.radians(w[:, angle])
+        np.testing.assert_allclose(own_rate(x), half, rtol=1e-10)
+    # both angles at their widths: the product of two half-bumps, a quarter
+    quarter = p["baselines"] + (p["peak_rates"] - p["baselines"]) / 4
+    x = pref + np.radians(w)
+    np.testing.assert_allclose(own_rate(x), quarter, rtol=1e-10)
+    np.testing.assert_allclose(data.tuning(data.latents), data.rates)
+    # equal widths per angle give the isotropic generator's rates
+    iso = ds.torus(d=2, n_neurons=5, n_time=30, tuning=tuning, seed=4)
+    pi = iso.params
+    twice = ds._tuning_rates(iso.manifold, tuning, torch.from_numpy(iso.latents),
+                             pi["preferred"], np.stack([pi["widths"]] * 2, 1),
+                             pi["peak_rates"], pi["baselines"])
+    np.testing.assert_allclose(twice, iso.rates, rtol=1e-12)
+    assert "width_per_angle" not in pi  # recorded only when used: old files unchanged
+    # HDF5 round trip restores the flag and the per-angle tuning
+    ds.save_h5(data, tmp_path / "t.h5")
+    back = ds.load_h5(tmp_path / "t.h5")
+    assert back.params["width_per_angle"] is True
+    np.testing.assert_allclose(back.tuning(back.latents), data.rates)
+
+
+def test_width_per_angle_needs_a_torus():
+    with pytest.raises(ValueError, match="width_per_angle needs a torus"):
+        ds._simulate("so3", "SO3", n_neurons=2, n_time=5, bin_size=0.025, trials=1,
+                     tuning="von_mises", peak_rate=(10, 20), baseline=(0, 1), width=(30, 60),
+                     noise="poisson", dispersion=None, seed=0,
+                     walk={"angular_velocity_sd": 100.0, "velocity_timescale": 0.3},
+                     description="", width_per_angle=True)
+
+
 def test_fixed_values_instead_of_ranges():
     data = ds.torus(d=2, n_neurons=4, n_time=20, peak_rate=np.float64(30), baseline=1.0, width=45)
     assert type(data.params["peak_rate"]) is float  # numpy scalars stored as Python scalars
