@@ -83,7 +83,8 @@ def make_recording(gen, kw: dict, rep: int, n_neurons: int, n_time: int, seed0: 
 
 def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
             n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
-            test_init: str = "decode", test_posterior: str = "variational") -> dict:
+            test_init: str = "decode", test_posterior: str = "variational",
+            refit_kwargs: dict | None = None) -> dict:
     """One repetition on one recording: a fresh recording, one fold per candidate."""
     data = make_recording(gen, kw, rep, n_neurons, n_time, seed0, speed)
     cv = crossvalidate(
@@ -92,7 +93,7 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
         fit_kwargs={"n_iter": n_iter, "n_mc": 4},
         test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
         model_kwargs={"prior": prior}, test_init=test_init, test_posterior=test_posterior,
-        n_particles=N_PARTICLES,
+        n_particles=N_PARTICLES, refit_kwargs=refit_kwargs,
     )
     failed = {r["manifold"] for r in cv.failed}
     out = {"_failed": {m: m in failed for m in candidates},
@@ -201,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="posterior of the test-bin latents that the scores average over "
                         "(crossvalidate's test_posterior): the Gaussian q(g) of a latent-only "
                         "fit, or the particle smoother's marginals (no latent-only fit)")
+    p.add_argument("--refit-steps", default=None,
+                   help="refine every training fit by particle-smoothing refits "
+                        "(crossvalidate's refit_kwargs, mgplvm.refit_by_smoothing) choosing the "
+                        "step s.d. among these, e.g. 0.03,0.05,0.1 (default: no refit)")
+    p.add_argument("--refit-rounds", type=int, default=2, help="smoothing refit rounds (2)")
+    p.add_argument("--refit-iters", type=int, default=200,
+                   help="iterations of each round's refit (200)")
     p.add_argument("--antipodes", action="store_true",
                    help="fit nothing: print, for the SO(3) recordings, how often the path "
                         "lifted to S³ revisits the antipode of a bin's point, so that an S³ "
@@ -213,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     bins = {name: a.bins or (200 if a.quick else COMPARISONS[name][1].get("n_time", 300))
             for name in COMPARISONS}
     n_iter = a.iters or (150 if a.quick else 400)
+    refit = None if a.refit_steps is None else {
+        "step_sds": [float(v) for v in a.refit_steps.split(",")], "rounds": a.refit_rounds,
+        "n_iter": a.refit_iters}
     names = list(COMPARISONS) if a.only is None else a.only.split(",")
     if a.antipodes:
         print_antipodes(names, bins, reps_run, a.seed, n_neurons, a.speed)
@@ -224,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{n_iter} training"
           + (f" / {n_iter // 2} test" if a.test_posterior == "variational" else "")
           + f" iterations; {a.prior} prior on every candidate; "
-          f"latent speed s.d. {a.speed:g} deg/s; test-bin latents: "
+          f"latent speed s.d. {a.speed:g} deg/s; "
+          + ("" if refit is None else f"training fits refined by {refit['rounds']} smoothing "
+             f"refits of {refit['n_iter']} iterations (step s.d. from {refit['step_sds']}); ")
+          + "test-bin latents: "
           + (f"start {a.test_init}, variational posterior; " if a.test_posterior == "variational"
              else f"particle-smoothed marginals ({N_PARTICLES} particles); ") +
           "metrics (higher is better): " + "; ".join(SCORES.values()) + "\n")
@@ -237,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
                                     n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed,
-                                    a.test_init, a.test_posterior)
+                                    a.test_init, a.test_posterior, refit)
             for key, cands in shared.items() for r in reps_run
         }
         rows = []

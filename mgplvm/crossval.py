@@ -341,6 +341,12 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
                            **spec["fit_kwargs"])
     if not np.isfinite(train.final_elbo):
         raise FloatingPointError("the training fit ended with a non-finite ELBO")
+    if spec.get("refit_kwargs") is not None:
+        refit = fit_module.refit_by_smoothing(model, Y[:, :, train_t], seed=seed, progress=False,
+                                              **spec["refit_kwargs"])
+        train = refit.fits[-1]
+        if not np.isfinite(train.final_elbo):
+            raise FloatingPointError("the smoothing refit ended with a non-finite ELBO")
 
     Y_test = Y[:, :, test_t]
     ll_total, pred_total, sq_err, sq_tot, n_data = 0.0, 0.0, 0.0, 0.0, 0
@@ -456,6 +462,7 @@ def crossvalidate(
     test_init: str = "decode",
     test_posterior: str = "variational",
     n_particles: int = 1000,
+    refit_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> CVResult:
     """Compare candidate manifolds by cross-validation on ``Y`` ``(trials, neurons, time)``.
@@ -488,6 +495,11 @@ def crossvalidate(
             smoother's marginals ``p(g_t | y_A)`` under the frozen tuning curves, ``n_particles``
             weighted particles per bin; multimodal where half A leaves a bin ambiguous, and no
             latent-only fit, so ``test_init`` and ``test_fit_kwargs`` are unused).
+        refit_kwargs: if given, the training fit is refined by
+            :func:`mgplvm.refit_by_smoothing` (``refit_kwargs`` are its arguments: ``step_sds``
+            required, e.g. ``{"step_sds": [0.05, 0.1], "rounds": 2, "n_iter": 300}``; needs a
+            Brownian prior) before the generative model is frozen; its step s.d. then stays
+            fixed for the test bins too. ``None`` (default): the training fit alone.
     """
     from mgplvm.manifolds import get_manifold
 
@@ -514,7 +526,11 @@ def crossvalidate(
                          f"{test_posterior!r}")
     if int(n_particles) < 2:
         raise ValueError(f"n_particles must be >= 2, got {n_particles}")
-    for option, value in (("test_init", test_init), ("test_posterior", test_posterior)):
+    if refit_kwargs is not None and "step_sds" not in refit_kwargs:
+        raise ValueError("refit_kwargs needs 'step_sds': the step s.d. candidates of "
+                         "mgplvm.refit_by_smoothing")
+    for option, value in (("test_init", test_init), ("test_posterior", test_posterior),
+                          ("refit_kwargs", "smooth" if refit_kwargs is not None else None)):
         if value in ("smooth", "smoothed") and (model_kwargs or {}).get("prior") != "brownian":
             raise ValueError(
                 f"{option}={value!r} needs a Brownian latent prior: pass "
@@ -533,6 +549,8 @@ def crossvalidate(
         config["test_init"] = test_init
     if test_posterior != "variational":
         config.update(test_posterior=test_posterior, n_particles=int(n_particles))
+    if refit_kwargs is not None:
+        config["refit_kwargs"] = refit_kwargs
     rdir = Path(results_dir) if results_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -558,6 +576,7 @@ def crossvalidate(
                 "fit_kwargs": fit_kwargs or {}, "model_kwargs": model_kwargs or {},
                 "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
                 "threads_per_task": threads_per_task, "test_init": test_init,
+                "refit_kwargs": refit_kwargs,
                 "test_posterior": test_posterior, "n_particles": int(n_particles),
                 "results_dir": str(rdir) if rdir is not None else None,
             })

@@ -176,6 +176,42 @@ def test_smoothed_posterior_sees_only_the_input_half_and_runs_no_test_fit(monkey
                       test_posterior="smoothed", model_kwargs={"prior": "brownian"})
 
 
+def test_smoothing_refit_sees_only_training_bins_and_its_elbo_is_recorded(monkeypatch):
+    """``refit_kwargs``: the training fit is refined by ``refit_by_smoothing`` on all neurons x
+    training bins (never a test bin), with the given arguments; the refit's ELBO is the
+    record's ``train_elbo``."""
+    fake, refits = RecordingFit(), []
+
+    def fake_refit(model, Y, seed, progress, **kwargs):
+        Yn = np.asarray(Y)
+        refits.append({"neurons": np.unique(Yn[0] // 1000).astype(int),
+                       "bins": np.unique(Yn[0] % 1000).astype(int), "kwargs": kwargs})
+        return fit_module.SmoothingRefitResult([0.1], [{0.1: 0.0}], [_FakeResult(-7.0)])
+
+    monkeypatch.setattr(fit_module, "fit", fake)
+    monkeypatch.setattr(fit_module, "refit_by_smoothing", fake_refit)
+    opts = {"step_sds": [0.05, 0.1], "rounds": 2, "n_iter": 3}
+    res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
+                        progress=False, refit_kwargs=opts, model_kwargs={"prior": "brownian"})
+    assert all(r["status"] == "ok" for r in res.records), res.failed
+    split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
+    assert len(refits) == 2
+    for call in refits:
+        np.testing.assert_array_equal(call["neurons"], np.arange(N_NEURONS))
+        np.testing.assert_array_equal(call["bins"], split["train_t"])
+        assert call["kwargs"] == opts
+    assert all(r["train_elbo"] == -7.0 for r in res.records)
+    assert res.config["refit_kwargs"] == opts
+    plain = crossvalidate(unique_counts(), ["T1"], n_splits=1, seed=3, n_workers=1,
+                          progress=False)
+    assert "refit_kwargs" not in plain.config and len(refits) == 2
+    with pytest.raises(ValueError, match="step_sds"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
+                      refit_kwargs={"rounds": 2}, model_kwargs={"prior": "brownian"})
+    with pytest.raises(ValueError, match="Brownian latent prior"):
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, refit_kwargs=opts)
+
+
 def test_particle_scores_equal_the_sampled_scores_on_equal_weights():
     """Equally weighted particles that are the draws of q(g) give the sampled estimator's scores,
     computed here directly, (and its predictive mean); ``_held_out_ll`` is that estimator."""
