@@ -28,6 +28,16 @@ class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+def _add_refit_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--refit-steps", default=None, metavar="SD,SD,...",
+                   help=f"after {what}, rounds of particle smoothing at the Brownian step s.d. "
+                   "(rad/bin) of the largest evidence among these, each followed by a refit "
+                   "(mgplvm.refit_by_smoothing), e.g. 0.05,0.1,0.2")
+    p.add_argument("--refit-rounds", type=int, default=3, help="refit rounds (default 3)")
+    p.add_argument("--refit-iterations", type=int, default=600,
+                   help="iterations per refit round (default 600)")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="recording: .h5/.hdf5 (mgplvm schema or any, with --array), "
                    ".npz, .npy, .mat or .nwb")
@@ -80,13 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="latent start: leading principal components (pca, default), the SO(3) "
                      "fit of 9 PCs as a linear image of q q^T (quadratic: much closer on SO(3) "
                      "data, minutes to compute), or uniform draws (random)")
-    fit.add_argument("--refit-steps", default=None, metavar="SD,SD,...",
-                     help="after the fit, rounds of particle smoothing at the Brownian step s.d. "
-                     "(rad/bin) of the largest evidence among these, each followed by a refit "
-                     "(mgplvm.refit_by_smoothing), e.g. 0.05,0.1,0.2")
-    fit.add_argument("--refit-rounds", type=int, default=3, help="refit rounds (default 3)")
-    fit.add_argument("--refit-iterations", type=int, default=600,
-                     help="iterations per refit round (default 600)")
+    _add_refit_args(fit, "the fit")
 
     cv = sub.add_parser("crossval", help="compare manifolds by cross-validation",
                         description="Held-out neurons x held-out time bins cross-validation; "
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="posterior of the held-out latents that the scores average over: the "
                     "Gaussian q(g) of a latent-only fit (variational, default) or the particle "
                     "smoother's marginals (smoothed; multimodal where a bin is ambiguous)")
+    _add_refit_args(cv, "each training fit")
 
     sim = sub.add_parser("simulate", help="generate a synthetic recording",
                          description="Generate a synthetic recording from a settings file "

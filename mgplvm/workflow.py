@@ -405,18 +405,9 @@ def cmd_fit(args) -> int:
     kw: dict = {"init": args.init}
     if args.iterations is not None:
         kw["n_iter"] = args.iterations
-    if args.refit_steps is not None:
-        try:
-            steps = [float(v) for v in args.refit_steps.split(",") if v.strip()]
-        except ValueError:
-            steps = []
-        if not steps or not all(math.isfinite(v) and v > 0 for v in steps):
-            raise CLIError(f"--refit-steps needs positive numbers, e.g. 0.05,0.1,0.2; got "
-                           f"{args.refit_steps!r}")
-        if args.refit_rounds < 1 or args.refit_iterations < 1:
-            raise CLIError("--refit-rounds and --refit-iterations must be at least 1")
-        kw.update(refit_steps=steps, refit_rounds=args.refit_rounds,
-                  refit_iter=args.refit_iterations)
+    if (refit := _refit_args(args)) is not None:
+        kw.update(refit_steps=refit["step_sds"], refit_rounds=refit["rounds"],
+                  refit_iter=refit["n_iter"])
     rec = load(args.file, args.array, args.bin_size, args.layout)
     out = Path(args.out)
     print(rec.summary())
@@ -434,6 +425,23 @@ def cmd_fit(args) -> int:
     print(json.dumps(summary, indent=1, default=float))
     print(f"model: {out / 'model.pt'}  latents: {out / 'latents.h5'}  report: {index}")
     return 0
+
+
+def _refit_args(args) -> dict[str, Any] | None:
+    """``--refit-steps/--refit-rounds/--refit-iterations`` -> ``refit_by_smoothing`` arguments
+    ``{step_sds, rounds, n_iter}``, or None without ``--refit-steps``."""
+    if args.refit_steps is None:
+        return None
+    try:
+        steps = [float(v) for v in args.refit_steps.split(",") if v.strip()]
+    except ValueError:
+        steps = []
+    if not steps or not all(math.isfinite(v) and v > 0 for v in steps):
+        raise CLIError(f"--refit-steps needs positive numbers, e.g. 0.05,0.1,0.2; got "
+                       f"{args.refit_steps!r}")
+    if args.refit_rounds < 1 or args.refit_iterations < 1:
+        raise CLIError("--refit-rounds and --refit-iterations must be at least 1")
+    return {"step_sds": steps, "rounds": args.refit_rounds, "n_iter": args.refit_iterations}
 
 
 def cmd_crossval(args) -> int:
@@ -455,7 +463,8 @@ def cmd_crossval(args) -> int:
     cv = run_crossval(rec, manifolds, args.splits, seed=args.seed, likelihood=args.likelihood,
                       n_workers=args.workers, results_dir=out / "folds",
                       progress=not args.no_progress, test_init=args.test_init,
-                      test_posterior=args.test_posterior, **kw)
+                      test_posterior=args.test_posterior, refit_kwargs=_refit_args(args),
+                      **kw)
     report = Report(out, title=f"mgplvm crossval: {Path(args.file).name}")
     report_crossval(report, cv, out)
     index = report.write()

@@ -80,6 +80,14 @@ def test_crossval_passes_the_test_latent_start_on(monkeypatch, tmp_path):
     assert seen["test_init"] == "smooth" and seen["manifolds"] == ["T1", "R1"]
     assert seen["test_posterior"] == "smoothed"
     assert seen["model_kwargs"]["prior"] == "brownian"
+    assert seen["refit_kwargs"] is None
+    with pytest.raises(Stop):
+        main(["crossval", str(BUNDLED), "--manifolds", "T1", "--splits", "1",
+              "--refit-steps", "0.05,0.1", "--refit-rounds", "2", "--refit-iterations", "50",
+              "--out", str(tmp_path), "--no-progress"])
+    assert seen["refit_kwargs"] == {"step_sds": [0.05, 0.1], "rounds": 2, "n_iter": 50}
+    assert main(["crossval", str(BUNDLED), "--refit-steps", "0,x", "--out",
+                 str(tmp_path)]) == 2
 
 
 def test_errors_also_clean_through_python_dash_m():
