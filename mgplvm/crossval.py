@@ -529,13 +529,14 @@ def crossvalidate(
     if refit_kwargs is not None and "step_sds" not in refit_kwargs:
         raise ValueError("refit_kwargs needs 'step_sds': the step s.d. candidates of "
                          "mgplvm.refit_by_smoothing")
-    for option, value in (("test_init", test_init), ("test_posterior", test_posterior),
-                          ("refit_kwargs", "smooth" if refit_kwargs is not None else None)):
-        if value in ("smooth", "smoothed") and (model_kwargs or {}).get("prior") != "brownian":
-            raise ValueError(
-                f"{option}={value!r} needs a Brownian latent prior: pass "
-                "model_kwargs={'prior': 'brownian', ...}"
-            )
+    smoothing = [f"test_init={test_init!r}"] if test_init == "smooth" else []
+    smoothing += [f"test_posterior={test_posterior!r}"] if test_posterior == "smoothed" else []
+    smoothing += ["refit_kwargs (smoothing refits)"] if refit_kwargs is not None else []
+    if smoothing and (model_kwargs or {}).get("prior") != "brownian":
+        raise ValueError(
+            f"{smoothing[0]} needs a Brownian latent prior: pass "
+            "model_kwargs={'prior': 'brownian', ...}"
+        )
     _, n_neurons, n_time = Y.shape
     splits = make_splits(n_neurons, n_time, n_splits, seed=seed, block=block)
     config = {
