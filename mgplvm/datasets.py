@@ -259,7 +259,8 @@ def _torch_generator(rng: np.random.Generator) -> torch.Generator:
 
 
 # ------------------------------------------------------------------------------------- pieces
-def _uniform(rng: np.random.Generator, lohi: tuple[float, float], n) -> np.ndarray:
+def _uniform(rng: np.random.Generator, lohi: tuple[float, float], n: int | tuple[int, ...]
+             ) -> np.ndarray:
     return rng.uniform(lohi[0], lohi[1], size=n)
 
 
