@@ -168,10 +168,9 @@ class CVResult:
         fewer than two folds (no test)."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        diff = self.paired_differences(metric)
-        return [m for m, d in diff.items()
-                if m != self.winner(metric) and np.isfinite(d["t_pvalue"])
-                and d["t_pvalue"] >= alpha]
+        best = self.winner(metric)
+        return [m for m, d in self.paired_differences(metric).items()
+                if m != best and np.isfinite(d["t_pvalue"]) and d["t_pvalue"] >= alpha]
 
     # --- export
     def to_dataframe(self):
