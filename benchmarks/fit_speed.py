@@ -16,11 +16,16 @@ Prints, in one run:
    does) vs a Python loop over the samples (``vectorize_particles=False``).
 4. Memory: 10,000 bins × 100 neurons fitted with minibatches (500 bins, 8 MC samples) in a
    subprocess; its peak resident memory.
+5. The wrapped Gaussian on T² (latent entropy and Brownian prior): the turns the s.d. needs
+   (``Torus.wrap_range``, 3² terms here) vs the fixed ±5 turns, 11² terms with one solve each (the
+   implementation before it): a training step of the cross-validation configuration (T², 50
+   neurons, 500 bins, Brownian prior, 4 MC) and the decoding start's transition matrix (1064
+   candidates), which ``init_latents`` computes for every Brownian-prior fit.
 
-Run ``python benchmarks/fit_speed.py [--quick] [--threads 2]``. Timings are minima over
-iterations after a warm-up (best of 2–5); the machine's load is printed because other processes
-on a shared machine inflate every number (ratios measured side by side are more robust than
-absolute times).
+Run ``python benchmarks/fit_speed.py [--quick] [--threads 2] [--sections 1,5]``. Timings are
+minima over iterations after a warm-up (best of 2–5); the machine's load is printed because other
+processes on a shared machine inflate every number (ratios measured side by side are more robust
+than absolute times).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import torch
 import mgplvm
 from mgplvm.datasets import head_direction_ring, torus
 from mgplvm.fitting import _batch_indices, fit, make_fit_optimizer
+from mgplvm.manifolds import Torus, gaussian_log_prob
 
 REF_100, REF_500 = 2.1, 9.3  # s/iter of the 2020 reference implementation (issue 3)
 TARGET = 20.0
@@ -176,10 +182,53 @@ def section_memory(threads):
           f"initialisation {total:.1f} s")
 
 
+class FixedTurnsTorus(Torus):
+    """Baseline for section 5: the wrapped Gaussian as the sum over all ``(2 kmax + 1)ᵈ`` turns of
+    the unwrapped ``v``, one triangular solve per turn."""
+
+    def wrapped_log_prob(self, v, scale_tril, kmax=5):
+        r = range(-kmax, kmax + 1)
+        grid = torch.meshgrid(*[torch.tensor(list(r), dtype=v.dtype)] * self.d, indexing="ij")
+        ks = torch.stack([g.reshape(-1) for g in grid], -1)
+        vk = v.unsqueeze(-2) + 2 * torch.pi * ks
+        return torch.logsumexp(gaussian_log_prob(vk, scale_tril.unsqueeze(-3)), -1)
+
+
+def section_torus_wrapping(quick):
+    print("5. Wrapped Gaussian on T2: turns the s.d. needs vs fixed +-5 turns "
+          "(ratio = fixed / needed)")
+    data = torus(d=2, n_neurons=50, n_time=500, seed=0, angular_velocity_sd=400.0)
+    step, trans = {}, {}
+    for label, manifold in (("needed", Torus(2)), ("fixed", FixedTurnsTorus(2))):
+        model = mgplvm.MGPLVM(manifold, 50, 500, bin_size=data.bin_size, seed=0,
+                              prior="brownian")
+        model.init_from_data(data.Y)
+        gen = torch.Generator().manual_seed(0)
+        cand = manifold.random(1064, dtype=torch.float64, generator=gen)
+        process = model.prior.distribution(1, None, 500)
+        best = float("inf")
+        with torch.no_grad():
+            for _ in range(2 if quick else 3):
+                t0 = time.perf_counter()
+                lt = process.transition_log_prob(cand, cand, gap=1)
+                best = min(best, time.perf_counter() - t0)
+        trans[label] = (best, lt)
+        step[label] = step_times(model, data.Y, n_mc=4, n_iter=3 if quick else 6)
+    err = float((trans["needed"][1] - trans["fixed"][1]).abs().max())
+    print(f"   training step (T2, 50 neurons, 500 bins, Brownian prior, 4 MC): needed "
+          f"{step['needed']:.3f} s/it, fixed {step['fixed']:.3f} s/it, "
+          f"ratio {step['fixed'] / step['needed']:.1f}x")
+    print(f"   decoding start's transition matrix (1064 x 1064): needed "
+          f"{trans['needed'][0]:.2f} s, fixed {trans['fixed'][0]:.2f} s, ratio "
+          f"{trans['fixed'][0] / trans['needed'][0]:.1f}x; largest difference {err:.1e} nats")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer sizes and iterations")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (issue: 2)")
+    ap.add_argument("--sections", default="1,2,3,4,5",
+                    help="comma-separated sections to run (default: all five)")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_default_dtype(torch.float64)
@@ -190,10 +239,17 @@ def main(argv=None):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"fit_speed: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{os.cpu_count()} CPUs, load average {load:.1f}{' (quick)' if args.quick else ''}")
-    section_reference(args.quick)
-    section_fused_vs_gpytorch(args.quick)
-    section_vectorised(args.quick)
-    section_memory(args.threads)
+    sections = {int(v) for v in args.sections.split(",")}
+    runs = {1: lambda: section_reference(args.quick),
+            2: lambda: section_fused_vs_gpytorch(args.quick),
+            3: lambda: section_vectorised(args.quick),
+            4: lambda: section_memory(args.threads),
+            5: lambda: section_torus_wrapping(args.quick)}
+    unknown = sections - set(runs)
+    if unknown:
+        ap.error(f"--sections: no section {sorted(unknown)}; choose among 1-5")
+    for k in sorted(sections):
+        runs[k]()
     return 0
 
 

@@ -22,6 +22,7 @@ from mgplvm.manifolds import (
     qmul,
     wrap_angle,
 )
+from mgplvm.manifolds.base import gaussian_log_prob_shared
 
 DT = torch.float64
 NAMES = ["T1", "T2", "R2", "S2", "S3", "SO3", "T1xS2", "R1xSO3"]
@@ -403,6 +404,61 @@ def test_product_block_diagonal_fast_path_equals_joint_sum():
     torch.testing.assert_close(m.wrapped_log_prob(v, L, 3), joint)
 
 
+def _torus_brute_force(v: torch.Tensor, L: torch.Tensor, kmax: int) -> torch.Tensor:
+    """log Σ_{k ∈ {-kmax..kmax}ᵈ} N(v + 2πk; 0, L Lᵀ), one Gaussian per preimage, unwrapped v."""
+    d = v.shape[-1]
+    grid = torch.meshgrid(*[torch.arange(-kmax, kmax + 1, dtype=DT)] * d, indexing="ij")
+    ks = torch.stack([g.reshape(-1) for g in grid], -1)
+    lp = gaussian_log_prob(v.unsqueeze(-2) + 2 * math.pi * ks, L.unsqueeze(-3))
+    return torch.logsumexp(lp, -1)
+
+
+@HYP
+@given(
+    name=st.sampled_from(["T1", "T2", "T3", "T1xT1", "T1xT2"]),
+    sd=st.floats(0.02, 2.5),
+    shift=st.floats(0.0, 12.0),
+    seed=st.integers(0, 10_000),
+)
+def test_torus_wrapped_log_prob_equals_the_long_sum(name, sd, shift, seed):
+    """The wrapped Gaussian on tori keeps only the turns its s.d. needs (``Torus.wrap_range``) and
+    wraps ``v`` first; it equals the sum over ±8 turns of the unwrapped ``v`` to rounding, for
+    correlated covariances (the product's joint path), off-centre points and large s.d."""
+    m = get_manifold(name)
+    d = m.dim
+    L = well_conditioned_tril(d, sd, seed=seed)
+    v = torch.randn(30, d, dtype=DT, generator=gen(seed + 1)) @ L.T
+    v = v + shift * torch.randn(30, d, dtype=DT, generator=gen(seed + 2))
+    expected = _torus_brute_force(v, L, kmax=8 if d < 3 else 6)
+    torch.testing.assert_close(m.wrapped_log_prob(v, L, kmax=6), expected, rtol=1e-12, atol=1e-11)
+
+
+def test_torus_wrap_range_grows_with_the_sd_and_respects_kmax():
+    t = Torus(2)
+    eye = torch.eye(2, dtype=DT)
+    assert t.wrap_range(0.05 * eye) == 1
+    assert t.wrap_range(0.99 * eye) == 1  # one turn each way up to σ ≈ 0.99 rad
+    assert t.wrap_range(1.0 * eye) == 2
+    assert t.wrap_range(torch.stack([0.1 * eye, 2.5 * eye])) == t.wrap_range(2.5 * eye) > 2
+    assert t.wrap_range(100.0 * eye, kmax=5) == 5
+    assert t.wrap_range(0.5 * eye, kmax=0) == 0
+    with pytest.raises(ValueError, match="kmax"):
+        t.wrap_range(eye, kmax=-1)
+    # the bound: a dropped turn is below e^-40 of the kept one in that angle
+    for sd in (0.3, 1.0, 2.0, 4.0):
+        r = t.wrap_range(sd * eye, kmax=50)
+        assert ((2 * r + 1) ** 2 - 1) * math.pi**2 / (2 * sd**2) >= 40.0
+        assert r == 1 or ((2 * r - 1) ** 2 - 1) * math.pi**2 / (2 * sd**2) < 40.0
+
+
+def test_gaussian_log_prob_shared_matches_one_solve_per_point():
+    L = torch.stack([well_conditioned_tril(3, s, seed=70 + i) for i, s in enumerate((0.3, 2.0))])
+    vk = torch.randn(5, 2, 7, 3, dtype=DT, generator=gen(72))
+    torch.testing.assert_close(
+        gaussian_log_prob_shared(vk, L), gaussian_log_prob(vk, L.unsqueeze(-3))
+    )
+
+
 @pytest.mark.parametrize("name,power", [("S2", 1), ("S3", 2), ("SO3", 2)])
 def test_entropy_small_sigma_matches_gaussian_plus_jacobian(name, power):
     """H = E[−log q] ≈ H_gauss + E[log|J|], and E[log|J|] ≈ −(n−1) tr Σ / 6 for small Σ."""
@@ -435,7 +491,7 @@ def test_wrapped_log_prob_stable_at_zero_and_matches_gaussian_for_tiny_sigma(nam
     assert torch.isfinite(m.wrapped_log_prob(x, L.float())).all()
 
 
-@pytest.mark.parametrize("name", ["S2", "S3", "SO3", "T1xS2"])
+@pytest.mark.parametrize("name", ["S2", "S3", "SO3", "T1xS2", "T2", "T1xT1"])
 def test_gradcheck_wrapped_log_prob_and_expmap_coords(name):
     m = get_manifold(name)
     d = m.dim

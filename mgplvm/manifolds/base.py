@@ -24,7 +24,12 @@ import math
 import geoopt
 import torch
 
-__all__ = ["LatentManifold", "gaussian_log_prob"]
+__all__ = [
+    "LatentManifold",
+    "gaussian_log_prob",
+    "gaussian_log_prob_shared",
+    "shifted_gaussian_logsumexp",
+]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -38,6 +43,38 @@ def gaussian_log_prob(v: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor
     z = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False).squeeze(-1)
     half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1)
     return -0.5 * (z.pow(2).sum(-1) + d * _LOG_2PI) - half_logdet
+
+
+def gaussian_log_prob_shared(vk: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """log N(v_k; 0, L Lᵀ) for ``K`` points per covariance: ``vk (..., K, d)``,
+    ``L (..., d, d)`` (broadcast) -> ``(..., K)``, with one ``K``-column triangular solve per
+    covariance instead of ``K`` solves."""
+    d = vk.shape[-1]
+    batch = torch.broadcast_shapes(vk.shape[:-2], scale_tril.shape[:-2])
+    L = scale_tril.expand(*batch, d, d)
+    z = torch.linalg.solve_triangular(L, vk.expand(*batch, *vk.shape[-2:]).mT, upper=False)
+    half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1, keepdim=True)
+    return -0.5 * (z.pow(2).sum(-2) + d * _LOG_2PI) - half_logdet
+
+
+def shifted_gaussian_logsumexp(
+    v: torch.Tensor, shifts: torch.Tensor, scale_tril: torch.Tensor
+) -> torch.Tensor:
+    """``log Σ_k N(v + s_k; 0, L Lᵀ)`` for ``v (..., d)``, shifts ``s (K, d)`` shared by every
+    point and ``L (..., d, d)`` (broadcast) -> ``(...)``.
+
+    One triangular solve per point with ``1 + K`` right-hand sides, ``[L⁻¹v | L⁻¹s_k]``, instead
+    of ``K`` solves of the shifted points.
+    """
+    d = v.shape[-1]
+    batch = torch.broadcast_shapes(v.shape[:-1], scale_tril.shape[:-2])
+    L = scale_tril.expand(*batch, d, d)
+    rhs = torch.cat([v.expand(*batch, d).unsqueeze(-1),
+                     shifts.mT.to(v).expand(*batch, d, shifts.shape[0])], -1)
+    ab = torch.linalg.solve_triangular(L, rhs, upper=False)  # (..., d, 1 + K)
+    z2 = (ab[..., :1] + ab[..., 1:]).pow(2).sum(-2)  # (..., K)
+    half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1)
+    return torch.logsumexp(-0.5 * z2, dim=-1) - 0.5 * d * _LOG_2PI - half_logdet
 
 
 class LatentManifold(geoopt.Manifold):

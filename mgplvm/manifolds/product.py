@@ -19,9 +19,9 @@ import math
 
 import torch
 
-from mgplvm.manifolds.base import LatentManifold, gaussian_log_prob
+from mgplvm.manifolds.base import LatentManifold, gaussian_log_prob_shared
 from mgplvm.manifolds.euclid import Euclid
-from mgplvm.manifolds.torus import Torus
+from mgplvm.manifolds.torus import Torus, wrap_angle
 
 __all__ = ["Product"]
 
@@ -30,13 +30,13 @@ def _preimages(factor: LatentManifold, v: torch.Tensor, kmax: int):
     """``(v_k (..., K, d), −log|J(v_k)| (..., K))`` of one factor."""
     if hasattr(factor, "wrapped_preimages"):
         return factor.wrapped_preimages(v, kmax)
-    if isinstance(factor, Torus):
+    if isinstance(factor, Torus):  # angles wrapped to [-π, π) first, as Torus.wrapped_log_prob
         ks = torch.tensor(
             list(itertools.product(range(-kmax, kmax + 1), repeat=factor.dim)),
             dtype=v.dtype,
             device=v.device,
         )
-        vk = v.unsqueeze(-2) + 2 * math.pi * ks
+        vk = wrap_angle(v).unsqueeze(-2) + 2 * math.pi * ks
     elif isinstance(factor, Euclid):
         vk = v.unsqueeze(-2)
     else:
@@ -238,12 +238,20 @@ class Product(LatentManifold):
                     return False
         return True
 
-    def wrapped_preimages(self, v: torch.Tensor, kmax: int = 5):
+    def wrapped_preimages(
+        self, v: torch.Tensor, kmax: int = 5, scale_tril: torch.Tensor | None = None
+    ):
         """All combinations of the factors' preimages: ``(..., Π_f K_f, dim)`` and
-        ``−log|J| = Σ_f −log|J_f|`` ``(..., Π_f K_f)``."""
+        ``−log|J| = Σ_f −log|J_f|`` ``(..., Π_f K_f)``. With ``scale_tril``, a torus factor keeps
+        only the turns its block of the covariance needs (:meth:`Torus.wrap_range`)."""
         vks, njs = [], []
-        for f, vf in zip(self.factors, self.split_coords(v), strict=True):
-            vk, nj = _preimages(f, vf, kmax)
+        off = self._offsets()
+        for i, (f, vf) in enumerate(zip(self.factors, self.split_coords(v), strict=True)):
+            kf = kmax
+            if scale_tril is not None and isinstance(f, Torus):
+                # the marginal s.d.s of the factor's angles: its rows of L, all columns
+                kf = f.wrap_range(scale_tril[..., off[i] : off[i + 1], :], kmax)
+            vk, nj = _preimages(f, vf, kf)
             vks.append(vk)
             njs.append(nj)
         batch = torch.broadcast_shapes(*(vk.shape[:-2] for vk in vks))
@@ -287,8 +295,8 @@ class Product(LatentManifold):
                 )
                 for i, (f, vf) in enumerate(zip(self.factors, self.split_coords(v), strict=True))
             )
-        vk, nj = self.wrapped_preimages(v, kmax)
-        lp = gaussian_log_prob(vk, scale_tril.unsqueeze(-3))
+        vk, nj = self.wrapped_preimages(v, kmax, scale_tril)
+        lp = gaussian_log_prob_shared(vk, scale_tril)
         return torch.logsumexp(lp + nj, dim=-1)
 
     def extra_repr(self) -> str:

@@ -13,9 +13,12 @@ import math
 
 import torch
 
-from mgplvm.manifolds.base import LatentManifold, gaussian_log_prob
+from mgplvm.manifolds.base import LatentManifold, shifted_gaussian_logsumexp
 
 __all__ = ["Torus", "wrap_angle"]
+
+#: a dropped wrapping term is below e^{-_WRAP_NATS} of a kept one (Torus.wrap_range)
+_WRAP_NATS = 40.0
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
@@ -111,15 +114,53 @@ class Torus(LatentManifold):
     def log_volume(self) -> float:
         return self.d * math.log(2 * math.pi)
 
+    def wrap_range(self, scale_tril: torch.Tensor, kmax: int = 5) -> int:
+        """Wrapping terms per angle that :meth:`wrapped_log_prob` needs: the smallest ``k ≥ 1``,
+        at most ``kmax``, with ``(2k + 1)² π² − π² ≥ 2·_WRAP_NATS·σ²`` for the largest marginal
+        s.d. ``σ`` in the batch ``scale_tril (..., d, d)``.
+
+        With the angles wrapped to [-π, π), a preimage that shifts angle ``i`` by more than ``k``
+        turns lies at least ``(2k + 1)π`` from the centre in that angle, against at most ``π`` for
+        the kept preimage that differs from it only there: for a diagonal covariance its term is
+        below ``e^{-_WRAP_NATS}`` of that one, so dropping it is exact in double precision.
+        ``σ`` ≤ 0.99 rad keeps one turn each way (3ᵈ terms instead of ``(2 kmax + 1)ᵈ``).
+        """
+        kmax = int(kmax)
+        if kmax < 0:
+            raise ValueError(f"kmax must be >= 0, got {kmax}")
+        if kmax == 0 or scale_tril.numel() == 0:
+            return kmax
+        var = scale_tril.detach().pow(2).sum(-1).max()  # largest diagonal entry of L Lᵀ
+        if not bool(torch.isfinite(var)):
+            return kmax
+        # smallest k with (2k + 1)² ≥ 1 + 2·_WRAP_NATS·σ²/π²
+        need = (math.sqrt(1 + 2 * _WRAP_NATS * float(var) / math.pi**2) - 1) / 2
+        return min(kmax, max(1, math.ceil(need - 1e-12)))
+
     def wrapped_log_prob(
         self, v: torch.Tensor, scale_tril: torch.Tensor, kmax: int = 5
     ) -> torch.Tensor:
-        """Wrapped Gaussian on Tᵈ: log Σ_{k ∈ {-kmax..kmax}ᵈ} N(v + 2πk; 0, Σ) (J = 1)."""
+        """Wrapped Gaussian on Tᵈ: log Σ_k N(v + 2πk; 0, Σ) (J = 1), ``v (..., d)``,
+        ``scale_tril (..., d, d)`` -> ``(...)``.
+
+        ``v`` is wrapped to [-π, π) first and ``k`` runs over ``{-r..r}ᵈ`` with
+        ``r = wrap_range(scale_tril, kmax) ≤ kmax``: the omitted turns are below double precision
+        (:meth:`wrap_range`). One triangular solve per point covers all the shifts,
+        ``L⁻¹(v + 2πk) = L⁻¹v + 2π L⁻¹k``.
+        """
+        d = self.d
+        if v.dim() == 0 or v.shape[-1] != d:
+            raise ValueError(
+                f"v has shape {tuple(v.shape)} but tangent coordinates on {self!r} need a "
+                f"trailing dimension of {d}"
+            )
+        if scale_tril.dim() < 2 or scale_tril.shape[-2:] != (d, d):
+            raise ValueError(
+                f"scale_tril has shape {tuple(scale_tril.shape)}; expected (..., {d}, {d}) on "
+                f"{self!r}"
+            )
+        r = self.wrap_range(scale_tril, kmax)
         ks = torch.tensor(
-            list(itertools.product(range(-kmax, kmax + 1), repeat=self.d)),
-            dtype=v.dtype,
-            device=v.device,
+            list(itertools.product(range(-r, r + 1), repeat=d)), dtype=v.dtype, device=v.device
         )  # (K, d)
-        vk = v.unsqueeze(-2) + 2 * math.pi * ks  # (..., K, d)
-        lp = gaussian_log_prob(vk, scale_tril.unsqueeze(-3))
-        return torch.logsumexp(lp, dim=-1)
+        return shifted_gaussian_logsumexp(wrap_angle(v), 2 * math.pi * ks, scale_tril)
