@@ -18,6 +18,7 @@ Comparisons (paper's reference: the generating manifold wins on average):
 * SO(3) data: SO(3) vs R³
 * T², SO(3) and S³ data, each: T² vs SO(3) vs S³
 * T² data with a tuning width per angle: T² (a lengthscale per angle, ``"T1xT1"``) vs SO(3) vs S³
+  (a diagnostic, not part of the default run: ``--only T2aniso-3way``)
 
 Usage::
 
@@ -73,6 +74,10 @@ COMPARISONS = {
     # 300 bins: S3 won 10/10 on ll_per_datum, 9/10 on pred_ll_per_datum
     "S3-3way": (datasets.sphere3, {}, "S3", ["T2", "SO3", "S3"]),
 }
+
+
+#: what a run without --only compares: the acceptance comparisons (Jensen et al. 2020, Fig. 3)
+DEFAULT_RUN = ["ring", "T2", "SO3", "T2-3way", "SO3-3way", "S3-3way"]
 
 
 def make_recording(gen, kw: dict, rep: int, n_neurons: int, n_time: int, seed0: int,
@@ -180,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 repetitions, fewer iterations")
     p.add_argument("--reps", type=int, default=None, help="repetitions per comparison (10)")
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {list(COMPARISONS)}")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated subset of {list(COMPARISONS)} (default: {DEFAULT_RUN})")
     p.add_argument("--neurons", type=int, default=None, help="neurons per recording (50)")
     p.add_argument("--bins", type=int, default=None,
                    help="time bins per recording (300; ring: 500, T² vs R²: 1000 unless given)")
@@ -225,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     refit = None if a.refit_steps is None else {
         "step_sds": [float(v) for v in a.refit_steps.split(",")], "rounds": a.refit_rounds,
         "n_iter": a.refit_iters}
-    names = list(COMPARISONS) if a.only is None else a.only.split(",")
+    names = DEFAULT_RUN if a.only is None else a.only.split(",")
+    unknown = [n for n in names if n not in COMPARISONS]
+    if unknown:
+        p.error(f"--only: unknown comparison(s) {unknown}; choose among {list(COMPARISONS)}")
     if a.antipodes:
         print_antipodes(names, bins, reps_run, a.seed, n_neurons, a.speed)
         return 0

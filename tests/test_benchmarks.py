@@ -86,3 +86,12 @@ def test_antipodal_revisits_on_known_paths():
     assert cv.antipodal_revisits(q[:91], 15.0) == 0.0
     with pytest.raises(ValueError, match="time, 4"):
         cv.antipodal_revisits(q[:, :3], 15.0)
+
+
+def test_cv_topology_default_run_is_the_acceptance_set_and_only_is_checked(capsys):
+    cv = _load("cv_topology")
+    assert set(cv.DEFAULT_RUN) <= set(cv.COMPARISONS)
+    assert "T2aniso-3way" in cv.COMPARISONS and "T2aniso-3way" not in cv.DEFAULT_RUN
+    with pytest.raises(SystemExit):
+        cv.main(["--only", "T2,torus9"])
+    assert "torus9" in capsys.readouterr().err
