@@ -26,6 +26,7 @@ import torch
 
 __all__ = [
     "LatentManifold",
+    "check_tangent_gaussian",
     "gaussian_log_prob",
     "gaussian_log_prob_shared",
     "shifted_gaussian_logsumexp",
@@ -43,6 +44,24 @@ def gaussian_log_prob(v: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor
     z = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False).squeeze(-1)
     half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1)
     return -0.5 * (z.pow(2).sum(-1) + d * _LOG_2PI) - half_logdet
+
+
+def check_tangent_gaussian(
+    manifold: LatentManifold, v: torch.Tensor, scale_tril: torch.Tensor
+) -> None:
+    """Refuse ``v``/``scale_tril`` whose trailing shapes are not ``(dim,)``/``(dim, dim)`` for
+    ``manifold``'s tangent coordinates (the arguments of ``wrapped_log_prob``)."""
+    d = manifold.dim
+    if v.dim() == 0 or v.shape[-1] != d:
+        raise ValueError(
+            f"v has shape {tuple(v.shape)} but tangent coordinates on {manifold!r} need a "
+            f"trailing dimension of {d}"
+        )
+    if scale_tril.dim() < 2 or scale_tril.shape[-2:] != (d, d):
+        raise ValueError(
+            f"scale_tril has shape {tuple(scale_tril.shape)}; expected (..., {d}, {d}) on "
+            f"{manifold!r}"
+        )
 
 
 def gaussian_log_prob_shared(vk: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:

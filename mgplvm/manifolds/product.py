@@ -19,7 +19,11 @@ import math
 
 import torch
 
-from mgplvm.manifolds.base import LatentManifold, gaussian_log_prob_shared
+from mgplvm.manifolds.base import (
+    LatentManifold,
+    check_tangent_gaussian,
+    gaussian_log_prob_shared,
+)
 from mgplvm.manifolds.euclid import Euclid
 from mgplvm.manifolds.torus import Torus, wrap_angle
 
@@ -276,17 +280,7 @@ class Product(LatentManifold):
         """Wrapped log-density of ``Exp(v)``: the sum of the factors' wrapped log-densities when
         ``scale_tril`` is block-diagonal over the factors, otherwise the joint sum over all
         combinations of the factors' preimages (``Π_f K_f`` Gaussian evaluations per point)."""
-        d = self.dim
-        if v.dim() == 0 or v.shape[-1] != d:
-            raise ValueError(
-                f"v has shape {tuple(v.shape)} but tangent coordinates on {self!r} need a "
-                f"trailing dimension of {d}"
-            )
-        if scale_tril.dim() < 2 or scale_tril.shape[-2:] != (d, d):
-            raise ValueError(
-                f"scale_tril has shape {tuple(scale_tril.shape)}; expected (..., {d}, {d}) on "
-                f"{self!r}"
-            )
+        check_tangent_gaussian(self, v, scale_tril)
         if self.is_block_diagonal(scale_tril):
             off = self._offsets()
             return sum(

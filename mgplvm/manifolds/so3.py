@@ -26,9 +26,8 @@ import math
 
 import torch
 
-from mgplvm.manifolds.base import LatentManifold
+from mgplvm.manifolds.base import LatentManifold, check_tangent_gaussian
 from mgplvm.manifolds.sphere import (
-    _check_scale_tril,
     _size,
     _unit_random,
     qconj,
@@ -174,5 +173,5 @@ class SO3(LatentManifold):
 
         ``v (..., 3)``, ``scale_tril (..., 3, 3)`` -> ``(...)``; w.r.t. the Haar volume ``π²``.
         """
-        _check_scale_tril(self, v, scale_tril)
+        check_tangent_gaussian(self, v, scale_tril)
         return radial_wrapped_log_prob(v, scale_tril, math.pi, 2, kmax)

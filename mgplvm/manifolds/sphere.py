@@ -37,7 +37,7 @@ import math
 
 import torch
 
-from mgplvm.manifolds.base import LatentManifold
+from mgplvm.manifolds.base import LatentManifold, check_tangent_gaussian
 
 __all__ = [
     "Sphere",
@@ -182,20 +182,6 @@ def radial_wrapped_log_prob(
     half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1, keepdim=True)
     lp = -0.5 * (z.pow(2).sum(-1) + d * _LOG_2PI) - half_logdet  # (..., K)
     return torch.logsumexp(lp + neg_log_j, dim=-1)
-
-
-def _check_scale_tril(manifold: LatentManifold, v: torch.Tensor, scale_tril: torch.Tensor):
-    d = manifold.dim
-    if v.dim() == 0 or v.shape[-1] != d:
-        raise ValueError(
-            f"v has shape {tuple(v.shape)} but tangent coordinates on {manifold!r} need a "
-            f"trailing dimension of {d}"
-        )
-    if scale_tril.dim() < 2 or scale_tril.shape[-2:] != (d, d):
-        raise ValueError(
-            f"scale_tril has shape {tuple(scale_tril.shape)}; expected (..., {d}, {d}) on "
-            f"{manifold!r}"
-        )
 
 
 def _unit_random(shape, n_ambient, dtype, device, generator) -> torch.Tensor:
@@ -386,5 +372,5 @@ class Sphere(LatentManifold):
         ``v (..., n)`` are the coordinates of ``g`` at ``μ`` (``logmap_coords(μ, g)``);
         ``scale_tril (..., n, n)`` -> ``(...)``; w.r.t. the round volume (integrates to 1).
         """
-        _check_scale_tril(self, v, scale_tril)
+        check_tangent_gaussian(self, v, scale_tril)
         return radial_wrapped_log_prob(v, scale_tril, 2 * math.pi, self.n - 1, kmax)

@@ -13,7 +13,11 @@ import math
 
 import torch
 
-from mgplvm.manifolds.base import LatentManifold, shifted_gaussian_logsumexp
+from mgplvm.manifolds.base import (
+    LatentManifold,
+    check_tangent_gaussian,
+    shifted_gaussian_logsumexp,
+)
 
 __all__ = ["Torus", "wrap_angle"]
 
@@ -149,16 +153,7 @@ class Torus(LatentManifold):
         ``L⁻¹(v + 2πk) = L⁻¹v + 2π L⁻¹k``.
         """
         d = self.d
-        if v.dim() == 0 or v.shape[-1] != d:
-            raise ValueError(
-                f"v has shape {tuple(v.shape)} but tangent coordinates on {self!r} need a "
-                f"trailing dimension of {d}"
-            )
-        if scale_tril.dim() < 2 or scale_tril.shape[-2:] != (d, d):
-            raise ValueError(
-                f"scale_tril has shape {tuple(scale_tril.shape)}; expected (..., {d}, {d}) on "
-                f"{self!r}"
-            )
+        check_tangent_gaussian(self, v, scale_tril)
         r = self.wrap_range(scale_tril, kmax)
         ks = torch.tensor(
             list(itertools.product(range(-r, r + 1), repeat=d)), dtype=v.dtype, device=v.device
