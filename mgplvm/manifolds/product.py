@@ -35,12 +35,7 @@ def _preimages(factor: LatentManifold, v: torch.Tensor, kmax: int):
     if hasattr(factor, "wrapped_preimages"):
         return factor.wrapped_preimages(v, kmax)
     if isinstance(factor, Torus):  # angles wrapped to [-π, π) first, as Torus.wrapped_log_prob
-        ks = torch.tensor(
-            list(itertools.product(range(-kmax, kmax + 1), repeat=factor.dim)),
-            dtype=v.dtype,
-            device=v.device,
-        )
-        vk = wrap_angle(v).unsqueeze(-2) + 2 * math.pi * ks
+        vk = wrap_angle(v).unsqueeze(-2) + factor.turns(kmax, dtype=v.dtype, device=v.device)
     elif isinstance(factor, Euclid):
         vk = v.unsqueeze(-2)
     else:

@@ -118,6 +118,13 @@ class Torus(LatentManifold):
     def log_volume(self) -> float:
         return self.d * math.log(2 * math.pi)
 
+    def turns(self, r: int, dtype=None, device=None) -> torch.Tensor:
+        """The shifts ``2πk`` for ``k ∈ {-r..r}ᵈ`` (the last angle fastest): ``((2r + 1)ᵈ, d)``."""
+        ks = torch.tensor(
+            list(itertools.product(range(-r, r + 1), repeat=self.d)), dtype=dtype, device=device
+        )
+        return 2 * math.pi * ks
+
     def wrap_range(self, scale_tril: torch.Tensor, kmax: int = 5) -> int:
         """Wrapping terms per angle that :meth:`wrapped_log_prob` needs: the smallest ``k ≥ 1``,
         at most ``kmax``, with ``(2k + 1)² π² − π² ≥ 2·_WRAP_NATS·σ²`` for the largest marginal
@@ -152,10 +159,7 @@ class Torus(LatentManifold):
         (:meth:`wrap_range`). One triangular solve per point covers all the shifts,
         ``L⁻¹(v + 2πk) = L⁻¹v + 2π L⁻¹k``.
         """
-        d = self.d
         check_tangent_gaussian(self, v, scale_tril)
         r = self.wrap_range(scale_tril, kmax)
-        ks = torch.tensor(
-            list(itertools.product(range(-r, r + 1), repeat=d)), dtype=v.dtype, device=v.device
-        )  # (K, d)
-        return shifted_gaussian_logsumexp(wrap_angle(v), 2 * math.pi * ks, scale_tril)
+        shifts = self.turns(r, dtype=v.dtype, device=v.device)
+        return shifted_gaussian_logsumexp(wrap_angle(v), shifts, scale_tril)
