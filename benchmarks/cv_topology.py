@@ -39,6 +39,8 @@ import numpy as np
 
 from mgplvm import datasets
 from mgplvm.crossval import TEST_INITS, TEST_POSTERIORS, crossvalidate
+from mgplvm.manifolds import get_manifold
+from mgplvm.model import default_n_inducing
 
 #: particles per test bin under --test-posterior smoothed (crossvalidate's n_particles)
 N_PARTICLES = 1000
@@ -46,6 +48,9 @@ N_PARTICLES = 1000
 #: predictive density (see docs/crossval.md)
 SCORES = {"ll_per_datum": "held-out log-likelihood per datum",
           "pred_ll_per_datum": "held-out log predictive density per datum"}
+#: also reported, not a cross-validated score: the ELBO of the training fit (all neurons ×
+#: training bins), whose win count says whether the evidence bound alone would pick the truth
+DIAGNOSTICS = {"train_elbo": "training-fit ELBO (nats)"}
 
 # name -> (generator, kwargs, generating manifold, candidates); ``n_time`` in kwargs overrides
 # --bins for that comparison
@@ -87,26 +92,48 @@ def make_recording(gen, kw: dict, rep: int, n_neurons: int, n_time: int, seed0: 
                **kw)
 
 
+def candidate_groups(candidates: list[str], max_inducing: int | None) -> dict[int | None, list]:
+    """Candidates grouped by their inducing-point count: ``None`` (the model's default) for all
+    when ``max_inducing`` is None, else ``min(default, max_inducing)`` per candidate."""
+    groups: dict[int | None, list[str]] = {}
+    for m in candidates:
+        k = None
+        if max_inducing is not None:
+            k = min(default_n_inducing(get_manifold(m).dim), int(max_inducing))
+        groups.setdefault(k, []).append(m)
+    return groups
+
+
 def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
             n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
             test_init: str = "decode", test_posterior: str = "variational",
-            refit_kwargs: dict | None = None) -> dict:
-    """One repetition on one recording: a fresh recording, one fold per candidate."""
+            refit_kwargs: dict | None = None, max_inducing: int | None = None) -> dict:
+    """One repetition on one recording: a fresh recording, one fold per candidate. A candidate's
+    split and seeds do not depend on the others, so candidates with different inducing-point
+    counts (``max_inducing``) go through separate ``crossvalidate`` calls with the same scores
+    as one call."""
     data = make_recording(gen, kw, rep, n_neurons, n_time, seed0, speed)
-    cv = crossvalidate(
-        data.Y, candidates, n_splits=1, seed=seed0 + rep, bin_size=data.bin_size,
-        executor=pool, progress=False,
-        fit_kwargs={"n_iter": n_iter, "n_mc": 4},
-        test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
-        model_kwargs={"prior": prior}, test_init=test_init, test_posterior=test_posterior,
-        n_particles=N_PARTICLES, refit_kwargs=refit_kwargs,
-    )
-    failed = {r["manifold"] for r in cv.failed}
-    out = {"_failed": {m: m in failed for m in candidates},
-           "_seconds": {r["manifold"]: float(r["seconds"]) for r in cv.records}}
-    for metric in SCORES:
-        s = cv.scores(metric)
-        out[metric] = {m: float(s[m][0]) for m in candidates}
+    out: dict = {"_failed": {}, "_seconds": {},
+                 **{metric: {} for metric in (*SCORES, *DIAGNOSTICS)}}
+    for n_inducing, group in candidate_groups(candidates, max_inducing).items():
+        model_kwargs = {"prior": prior}
+        if n_inducing is not None:
+            model_kwargs["n_inducing"] = n_inducing
+        cv = crossvalidate(
+            data.Y, group, n_splits=1, seed=seed0 + rep, bin_size=data.bin_size,
+            executor=pool, progress=False,
+            fit_kwargs={"n_iter": n_iter, "n_mc": 4},
+            test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
+            model_kwargs=model_kwargs, test_init=test_init, test_posterior=test_posterior,
+            n_particles=N_PARTICLES, refit_kwargs=refit_kwargs,
+        )
+        failed = {r["manifold"] for r in cv.failed}
+        out["_failed"].update({m: m in failed for m in group})
+        out["_seconds"].update({r["manifold"]: float(r["seconds"]) for r in cv.records})
+        for metric in SCORES:
+            s = cv.scores(metric)
+            out[metric].update({m: float(s[m][0]) for m in group})
+        out["train_elbo"].update({r["manifold"]: float(r["train_elbo"]) for r in cv.records})
     return out
 
 
@@ -216,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refit-rounds", type=int, default=2, help="smoothing refit rounds (2)")
     p.add_argument("--refit-iters", type=int, default=200,
                    help="iterations of each round's refit (200)")
+    p.add_argument("--max-inducing", type=int, default=None,
+                   help="cap every candidate's inducing points at this many (default: the "
+                        "model's, 24 / 64 / 100 for 1- / 2- / 3-dim manifolds)")
     p.add_argument("--antipodes", action="store_true",
                    help="fit nothing: print, for the SO(3) recordings, how often the path "
                         "lifted to S³ revisits the antipode of a bin's point, so that an S³ "
@@ -245,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{n_iter} training"
           + (f" / {n_iter // 2} test" if a.test_posterior == "variational" else "")
           + f" iterations; {a.prior} prior on every candidate; "
-          f"latent speed s.d. {a.speed:g} deg/s; "
+          + ("" if a.max_inducing is None else f"at most {a.max_inducing} inducing points; ")
+          + f"latent speed s.d. {a.speed:g} deg/s; "
           + ("" if refit is None else f"training fits refined by {refit['rounds']} smoothing "
              f"refits of {refit['n_iter']} iterations (step s.d. from {refit['step_sds']}); ")
           + "test-bin latents: "
           + (f"start {a.test_init}, variational posterior; " if a.test_posterior == "variational"
              else f"particle-smoothed marginals ({N_PARTICLES} particles); ") +
-          "metrics (higher is better): " + "; ".join(SCORES.values()) + "\n")
+          "metrics (higher is better): " + "; ".join(SCORES.values())
+          + "; diagnostic: " + "; ".join(DIAGNOSTICS.values()) + "\n")
     t0 = time.perf_counter()
     workers = a.workers or os.cpu_count() or 1
     # every (recording, repetition) is submitted at once: the process pool stays busy
@@ -261,23 +293,24 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
                                     n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed,
-                                    a.test_init, a.test_posterior, refit)
+                                    a.test_init, a.test_posterior, refit, a.max_inducing)
             for key, cands in shared.items() for r in reps_run
         }
         rows = []
         for name in names:
             key = recording_key(name, bins)
             per_rep = [futures[key, r].result() for r in reps_run]
-            for metric in SCORES:
+            for metric in (*SCORES, *DIAGNOSTICS):
                 res = summarise(name, per_rep, metric)
                 if metric == "ll_per_datum":
                     rows.append(res)
+                fmt = ".1f" if metric in DIAGNOSTICS else ".4f"
                 parts = []
                 for m in res["candidates"]:
                     v = res["scores"][m]
                     v = v[np.isfinite(v)]
                     sem = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-                    parts.append(f"{m} {v.mean():.4f} ± {sem:.4f}")
+                    parts.append(f"{m} {v.mean():{fmt}} ± {sem:{fmt}}")
                 print(f"{name:<9} data on {res['truth']:<4} [{metric}]: true manifold wins "
                       f"{res['wins']}/{res['valid']}  |  " + "  ".join(parts) +
                       f"  |  failed fits {res['failures']}  |  {res['task_seconds']:.0f} s of "
@@ -285,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 for r, rec in zip(reps_run, per_rep, strict=True):
                     print(f"    rep {r:2d}: " + "  ".join(
-                        f"{m} {rec[metric][m]:.4f}" for m in res["candidates"]), flush=True)
+                        f"{m} {rec[metric][m]:{fmt}}" for m in res["candidates"]), flush=True)
     total = time.perf_counter() - t0
     fit_time = sum(sum(f.result()["_seconds"].values()) for f in futures.values())
     target = sum(r["wins"] >= 0.9 * r["valid"] and r["valid"] == reps for r in rows)

@@ -83,6 +83,7 @@ __all__ = [
     "LatentPosteriorSummary",
     "VARIATIONAL_DISTRIBUTIONS",
     "manifold_from_name",
+    "default_n_inducing",
 ]
 
 FORMAT = "mgplvm.MGPLVM/1"
@@ -98,6 +99,12 @@ VARIATIONAL_DISTRIBUTIONS = {
 SMOOTH_INIT_PARTICLES = 1000
 
 _KERNELS = {"rbf": None, "matern12": 0.5, "matern32": 1.5, "matern52": 2.5}
+
+
+def default_n_inducing(dim: int) -> int:
+    """Inducing points ``M`` of a model on a ``dim``-dimensional manifold when none are given:
+    24 / 64 / 100 for 1- / 2- / ≥3-dimensional manifolds."""
+    return {1: 24, 2: 64}.get(int(dim), 100)
 
 
 #: alias of :func:`mgplvm.manifolds.get_manifold` (``"T1"``, ``"R2"``, ``"S3"``, ``"SO3"``,
@@ -537,7 +544,7 @@ class MGPLVM(nn.Module):
         self.manifold = manifold
         self.n_neurons, self.n_time, self.n_trials = int(n_neurons), int(n_time), int(n_trials)
         if n_inducing is None:
-            n_inducing = {1: 24, 2: 64}.get(manifold.dim, 100)
+            n_inducing = default_n_inducing(manifold.dim)
         self.n_inducing = int(n_inducing)
         if self.n_inducing < 1:
             raise ValueError(f"n_inducing must be >= 1, got {n_inducing}")

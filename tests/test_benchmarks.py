@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,31 @@ def test_cv_topology_default_run_is_the_acceptance_set_and_only_is_checked(capsy
     with pytest.raises(SystemExit):
         cv.main(["--only", "T2,torus9"])
     assert "torus9" in capsys.readouterr().err
+
+
+class _InlineExecutor(Executor):
+    """Runs each task at submission, in this process."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut: Future = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def test_cv_topology_inducing_cap_groups_candidates_without_changing_scores():
+    cv = _load("cv_topology")
+    assert cv.candidate_groups(["T2", "SO3", "S3"], None) == {None: ["T2", "SO3", "S3"]}
+    assert cv.candidate_groups(["T1", "T2", "SO3", "S3"], 64) == {24: ["T1"], 64: ["T2", "SO3",
+                                                                                   "S3"]}
+    assert cv.candidate_groups(["R1", "R3"], 16) == {16: ["R1", "R3"]}
+    # a cap at the defaults splits the candidates over two crossvalidate calls (T1: 24 inducing
+    # points, R2: 64) and must give the scores of one call: a task's split and seeds do not
+    # depend on the other candidates
+    args = (ds.head_direction_ring, {}, ["T1", "R2"], 0, 8, 24, 3, 2, _InlineExecutor(), 0,
+            "brownian", 400.0)
+    one = cv.run_one(*args)
+    split = cv.run_one(*args, max_inducing=64)
+    for metric in cv.SCORES:
+        assert one[metric] == split[metric]
+        assert all(np.isfinite(v) for v in one[metric].values())
+    assert one["_failed"] == split["_failed"] == {"T1": False, "R2": False}
