@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import threading
 from concurrent.futures import Executor, Future
 from pathlib import Path
 
@@ -96,14 +97,22 @@ def test_cv_topology_default_run_is_the_acceptance_set_and_only_is_checked(capsy
     with pytest.raises(SystemExit):
         cv.main(["--only", "T2,torus9"])
     assert "torus9" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cv.main(["--max-inducing", "-1"])
+    assert "--max-inducing" in capsys.readouterr().err
 
 
 class _InlineExecutor(Executor):
-    """Runs each task at submission, in this process."""
+    """Runs each task at submission, in this process, one at a time (a task seeds the global
+    RNGs, so tasks submitted from several threads must not overlap)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
 
     def submit(self, fn, /, *args, **kwargs):
         fut: Future = Future()
-        fut.set_result(fn(*args, **kwargs))
+        with self._lock:
+            fut.set_result(fn(*args, **kwargs))
         return fut
 
 
