@@ -142,12 +142,15 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
     with ThreadPoolExecutor(len(groups)) as calls:
         results = [(group, calls.submit(run_group, group, k)) for k, group in groups.items()]
         results = [(group, fut.result()) for group, fut in results]
-    out: dict = {"_failed": {}, "_seconds": {},
+    out: dict = {"_failed": {}, "_seconds": {}, "_step_sd": {}, "_refit_step_sds": {},
                  **{metric: {} for metric in (*SCORES, *DIAGNOSTICS)}}
     for group, cv in results:
         failed = {r["manifold"] for r in cv.failed}
         out["_failed"].update({m: m in failed for m in group})
         out["_seconds"].update({r["manifold"]: float(r["seconds"]) for r in cv.records})
+        for r in cv.records:  # the learned step s.d. (mean over coordinates), refits' choices
+            out["_step_sd"][r["manifold"]] = float(np.mean(r.get("step_sd") or [np.nan]))
+            out["_refit_step_sds"][r["manifold"]] = r.get("refit_step_sds") or []
         for metric in SCORES:
             s = cv.scores(metric)
             out[metric].update({m: float(s[m][0]) for m in group})
@@ -342,6 +345,17 @@ def main(argv: list[str] | None = None) -> int:
                 for r, rec in zip(reps_run, per_rep, strict=True):
                     print(f"    rep {r:2d}: " + "  ".join(
                         f"{m} {rec[metric][m]:{fmt}}" for m in res["candidates"]), flush=True)
+            print(f"{name:<9} prior step s.d. learned by the training fits (rad per training "
+                  "bin, mean over coordinates and repetitions): " + "  ".join(
+                      f"{m} {np.nanmean([r['_step_sd'][m] for r in per_rep]):.3f}"
+                      for m in COMPARISONS[name][3]), flush=True)
+            if refit is not None:
+                top = max(refit["step_sds"])
+                print(f"{name:<9} smoothing-refit rounds that chose the largest candidate step "
+                      f"s.d. ({top:g}): " + "  ".join(
+                          f"{m} {sum(v == top for r in per_rep for v in r['_refit_step_sds'][m])}"
+                          f"/{sum(len(r['_refit_step_sds'][m]) for r in per_rep)}"
+                          for m in COMPARISONS[name][3]), flush=True)
     total = time.perf_counter() - t0
     fit_time = sum(sum(f.result()["_seconds"].values()) for f in futures.values())
     target = sum(r["wins"] >= 0.9 * r["valid"] and r["valid"] == reps for r in rows)

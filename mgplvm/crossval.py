@@ -86,7 +86,10 @@ class CVResult:
     """Per-fold scores for every manifold, with summaries, paired tests, export and plotting.
 
     ``records`` holds one dict per (manifold, fold): ``manifold``, ``fold``, ``status``
-    (``"ok"``/``"failed"``), ``error``, the metrics of :data:`METRICS`, ``train_elbo``, ``seconds``.
+    (``"ok"``/``"failed"``), ``error``, the metrics of :data:`METRICS`, ``train_elbo``, ``seconds``,
+    and for a fold that ran: ``n_iter``, ``step_sd`` (the latent prior's step s.d. per coordinate
+    after the training fit, before any smoothing refit; None without one) and ``refit_step_sds``
+    (the step s.d. each smoothing-refit round chose; None without refits).
     """
 
     records: list[dict[str, Any]]
@@ -340,10 +343,13 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
                            **spec["fit_kwargs"])
     if not np.isfinite(train.final_elbo):
         raise FloatingPointError("the training fit ended with a non-finite ELBO")
+    step_sd = _prior_step_sd(model)
+    refit_step_sds = None
     if spec.get("refit_kwargs") is not None:
         refit = fit_module.refit_by_smoothing(model, Y[:, :, train_t], seed=seed, progress=False,
                                               **spec["refit_kwargs"])
         train = refit.fits[-1]
+        refit_step_sds = [float(v) for v in refit.step_sds]
         if not np.isfinite(train.final_elbo):
             raise FloatingPointError("the smoothing refit ended with a non-finite ELBO")
 
@@ -384,7 +390,15 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         "var_explained": 1.0 - sq_err / sq_tot if sq_tot > 0 else float("nan"),
         "train_elbo": float(train.final_elbo),
         "n_iter": int(train.n_iter),
+        "step_sd": step_sd,
+        "refit_step_sds": refit_step_sds,
     }
+
+
+def _prior_step_sd(model) -> list[float] | None:
+    """The latent prior's step s.d. per tangent coordinate (Brownian / AR(1)), else None."""
+    sd = getattr(model.prior, "step_sd", None)
+    return None if sd is None else [float(v) for v in sd.detach().cpu().reshape(-1)]
 
 
 def _held_out_ll_particles(model, y_out, neurons, particles, log_weights, batch: int = 128):

@@ -316,12 +316,25 @@ def smooth_by_evidence(
     """:meth:`~mgplvm.model.MGPLVM.smooth_latents` at every step s.d. in ``step_sds`` with one
     ``seed`` (the candidates share their draws) -> ``(path, step_sd, evidence)``: the
     :class:`~mgplvm.smoothing.SmoothedPath` of the largest log evidence, its step s.d., and
-    every candidate's log evidence (summed over trials)."""
+    every candidate's log evidence (summed over trials).
+
+    Warns when the best of three or more candidates is the smallest or the largest: the evidence
+    may peak outside the grid, and the chosen step s.d. is then only the grid's edge.
+    """
     bar = tqdm(step_sds, desc=desc, unit="step s.d.", disable=not progress, leave=False)
     runs = {float(s): model.smooth_latents(Y, float(s), n_particles=n_particles, seed=seed)
             for s in bar}
     evidence = {s: float(run.log_evidence.sum()) for s, run in runs.items()}
     best = max(evidence, key=evidence.get)
+    if len(evidence) > 2 and best in (min(evidence), max(evidence)):
+        side = "largest" if best == max(evidence) else "smallest"
+        warnings.warn(
+            f"the smoother's evidence is highest at the {side} candidate step s.d. ({best:g}) "
+            f"of {sorted(evidence)}: it may peak outside them; extend step_sds "
+            f"{'upwards' if side == 'largest' else 'downwards'} (log evidence: "
+            + ", ".join(f"{k:g}: {v:.1f}" for k, v in sorted(evidence.items())) + ")",
+            stacklevel=2,
+        )
     return runs[best], best, evidence
 
 

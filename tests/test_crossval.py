@@ -201,10 +201,15 @@ def test_smoothing_refit_sees_only_training_bins_and_its_elbo_is_recorded(monkey
         np.testing.assert_array_equal(call["bins"], split["train_t"])
         assert call["kwargs"] == opts
     assert all(r["train_elbo"] == -7.0 for r in res.records)
+    # the records keep the step s.d. each refit round chose and the prior's before the refits
+    assert all(r["refit_step_sds"] == [0.1] for r in res.records)
+    assert all(len(r["step_sd"]) == 1 and r["step_sd"][0] > 0 for r in res.records)
     assert res.config["refit_kwargs"] == opts
     plain = crossvalidate(unique_counts(), ["T1"], n_splits=1, seed=3, n_workers=1,
                           progress=False)
     assert "refit_kwargs" not in plain.config and len(refits) == 2
+    # the default (uniform) prior has no step s.d.
+    assert plain.records[0]["refit_step_sds"] is None and plain.records[0]["step_sd"] is None
     with pytest.raises(ValueError, match="step_sds"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
                       refit_kwargs={"rounds": 2}, model_kwargs={"prior": "brownian"})

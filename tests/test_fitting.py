@@ -338,6 +338,38 @@ def test_refit_by_smoothing_is_the_documented_recipe():
         assert torch.equal(a, b), name
 
 
+def test_smooth_by_evidence_warns_when_the_grid_edge_wins(monkeypatch):
+    """The best step s.d. at an end of a grid of three or more: a warning naming the side (the
+    evidence may peak outside the grid); inside the grid, or with two candidates, none."""
+    import warnings as _warnings
+    from types import SimpleNamespace
+
+    from mgplvm.fitting import smooth_by_evidence
+
+    model, Y = _tiny(prior="brownian")
+
+    def run(peak):
+        def fake(Y, s, n_particles, seed):  # log evidence peaks at ``peak``
+            return SimpleNamespace(log_evidence=torch.tensor([-(math.log(s / peak)) ** 2]))
+
+        monkeypatch.setattr(model, "smooth_latents", fake)
+        return smooth_by_evidence(model, Y, [0.05, 0.1, 0.2])
+
+    with pytest.warns(UserWarning, match="largest candidate step s.d. \\(0.2\\).*upwards"):
+        _, best, _ = run(0.6)
+    assert best == 0.2
+    with pytest.warns(UserWarning, match="smallest candidate step s.d. \\(0.05\\).*downwards"):
+        _, best, _ = run(0.01)
+    assert best == 0.05
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        _, best, evidence = run(0.11)
+        assert best == 0.1 and set(evidence) == {0.05, 0.1, 0.2}
+        monkeypatch.setattr(model, "smooth_latents", lambda Y, s, n_particles, seed:
+                            SimpleNamespace(log_evidence=torch.tensor([s])))
+        assert smooth_by_evidence(model, Y, [0.1, 0.4])[1] == 0.4  # two candidates: no warning
+
+
 def test_refit_by_smoothing_refuses_bad_input():
     from mgplvm import refit_by_smoothing
 
