@@ -345,10 +345,12 @@ def main(argv: list[str] | None = None) -> int:
                 for r, rec in zip(reps_run, per_rep, strict=True):
                     print(f"    rep {r:2d}: " + "  ".join(
                         f"{m} {rec[metric][m]:{fmt}}" for m in res["candidates"]), flush=True)
-            print(f"{name:<9} prior step s.d. learned by the training fits (rad per training "
-                  "bin, mean over coordinates and repetitions): " + "  ".join(
-                      f"{m} {np.nanmean([r['_step_sd'][m] for r in per_rep]):.3f}"
-                      for m in COMPARISONS[name][3]), flush=True)
+            sds = {m: [r["_step_sd"][m] for r in per_rep] for m in COMPARISONS[name][3]}
+            if any(np.isfinite(v).any() for v in sds.values()):  # a prior with a step s.d.
+                print(f"{name:<9} prior step s.d. learned by the training fits (per training "
+                      "bin, rad on compact manifolds; mean over coordinates and repetitions): "
+                      + "  ".join(f"{m} {np.nanmean(v):.3f}" for m, v in sds.items()),
+                      flush=True)
             if refit is not None:
                 top = max(refit["step_sds"])
                 print(f"{name:<9} smoothing-refit rounds that chose the largest candidate step "
