@@ -147,14 +147,16 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
     for group, cv in results:
         failed = {r["manifold"] for r in cv.failed}
         out["_failed"].update({m: m in failed for m in group})
-        out["_seconds"].update({r["manifold"]: float(r["seconds"]) for r in cv.records})
-        for r in cv.records:  # the learned step s.d. (mean over coordinates), refits' choices
-            out["_step_sd"][r["manifold"]] = float(np.mean(r.get("step_sd") or [np.nan]))
-            out["_refit_step_sds"][r["manifold"]] = r.get("refit_step_sds") or []
+        for r in cv.records:
+            m = r["manifold"]
+            out["_seconds"][m] = float(r["seconds"])
+            out["train_elbo"][m] = float(r["train_elbo"])
+            # the learned step s.d. (mean over coordinates) and the refits' choices
+            out["_step_sd"][m] = float(np.mean(r.get("step_sd") or [np.nan]))
+            out["_refit_step_sds"][m] = r.get("refit_step_sds") or []
         for metric in SCORES:
             s = cv.scores(metric)
             out[metric].update({m: float(s[m][0]) for m in group})
-        out["train_elbo"].update({r["manifold"]: float(r["train_elbo"]) for r in cv.records})
     return out
 
 
