@@ -116,7 +116,8 @@ def candidate_groups(candidates: list[str], max_inducing: int | None) -> dict[in
 def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_time: int,
             n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
             test_init: str = "decode", test_posterior: str = "variational",
-            refit_kwargs: dict | None = None, max_inducing: int | None = None) -> dict:
+            refit_kwargs: dict | None = None, max_inducing: int | None = None,
+            time_gaps: bool = True) -> dict:
     """One repetition on one recording: a fresh recording, one fold per candidate. A candidate's
     split and seeds do not depend on the others, so candidates with different inducing-point
     counts (``max_inducing``) go through separate ``crossvalidate`` calls with the same scores
@@ -133,7 +134,7 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
             fit_kwargs={"n_iter": n_iter, "n_mc": 4},
             test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
             model_kwargs=model_kwargs, test_init=test_init, test_posterior=test_posterior,
-            n_particles=N_PARTICLES, refit_kwargs=refit_kwargs,
+            n_particles=N_PARTICLES, refit_kwargs=refit_kwargs, time_gaps=time_gaps,
         )
 
     groups = candidate_groups(candidates, max_inducing)
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refit-rounds", type=int, default=2, help="smoothing refit rounds (2)")
     p.add_argument("--refit-iters", type=int, default=200,
                    help="iterations of each round's refit (200)")
+    p.add_argument("--no-time-gaps", action="store_true",
+                   help="chain each half's bins as if consecutive (crossvalidate(time_gaps="
+                        "False), the protocol before the gaps were modelled)")
     p.add_argument("--max-inducing", type=int, default=MAX_INDUCING,
                    help=f"cap every candidate's inducing points at this many ({MAX_INDUCING}; "
                         "0: no cap, the model's defaults of 24 / 64 / 100 for 1- / 2- / 3-dim "
@@ -305,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
           + ("inducing points: the model's defaults; " if max_inducing is None
              else f"at most {max_inducing} inducing points; ")
           + f"latent speed s.d. {a.speed:g} deg/s; "
+          + ("each half's bins chained as consecutive; " if a.no_time_gaps
+             else "the prior spans the gaps between a half's bins; ")
           + ("" if refit is None else f"training fits refined by {refit['rounds']} smoothing "
              f"refits of {refit['n_iter']} iterations (step s.d. from {refit['step_sds']}); ")
           + "test-bin latents: "
@@ -321,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
                                     n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed,
-                                    a.test_init, a.test_posterior, refit, max_inducing)
+                                    a.test_init, a.test_posterior, refit, max_inducing,
+                                    not a.no_time_gaps)
             for key, cands in shared.items() for r in reps_run
         }
         rows = []
@@ -349,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{m} {rec[metric][m]:{fmt}}" for m in res["candidates"]), flush=True)
             sds = {m: [r["_step_sd"][m] for r in per_rep] for m in COMPARISONS[name][3]}
             if any(np.isfinite(v).any() for v in sds.values()):  # a prior with a step s.d.
-                print(f"{name:<9} prior step s.d. learned by the training fits (per training "
+                per = "recording" if not a.no_time_gaps else "training"
+                print(f"{name:<9} prior step s.d. learned by the training fits (per {per} "
                       "bin, rad on compact manifolds; mean over coordinates and repetitions): "
                       + "  ".join(f"{m} {np.nanmean(v):.3f}" for m, v in sds.items()),
                       flush=True)

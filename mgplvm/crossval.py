@@ -335,9 +335,12 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     train_t, test_t = split["train_t"], split["test_t"]
     halves = (split["neurons_a"], split["neurons_b"])
 
+    # the bins' times in the recording: a time-coupled prior spans the gaps between a split's bins
+    gaps = spec.get("time_gaps", False)
     model = MGPLVM(
         spec["manifold"], n_neurons, len(train_t), n_trials, likelihood=spec["likelihood"],
-        bin_size=spec["bin_size"], seed=seed, **spec["model_kwargs"],
+        bin_size=spec["bin_size"], seed=seed, bin_times=train_t if gaps else None,
+        **spec["model_kwargs"],
     )
     train = fit_module.fit(model, Y[:, :, train_t], seed=seed, progress=False,
                            **spec["fit_kwargs"])
@@ -356,7 +359,8 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     Y_test = Y[:, :, test_t]
     ll_total, pred_total, sq_err, sq_tot, n_data = 0.0, 0.0, 0.0, 0.0, 0
     for direction, (inp, out) in enumerate((halves, halves[::-1])):
-        test_model = model.with_new_latents(len(test_t), n_trials)
+        test_model = model.with_new_latents(len(test_t), n_trials,
+                                            bin_times=test_t if gaps else None)
         observed = test_model.neuron_subset(inp)  # shares the latent posterior with test_model
         y_out = torch.as_tensor(Y_test[:, out], dtype=test_model.dtype)
         if spec["test_posterior"] == "smoothed":
@@ -476,6 +480,7 @@ def crossvalidate(
     test_posterior: str = "variational",
     n_particles: int = 1000,
     refit_kwargs: dict[str, Any] | None = None,
+    time_gaps: bool = True,
     progress: bool = True,
 ) -> CVResult:
     """Compare candidate manifolds by cross-validation on ``Y`` ``(trials, neurons, time)``.
@@ -513,6 +518,13 @@ def crossvalidate(
             required, e.g. ``{"step_sds": [0.05, 0.1], "rounds": 2, "n_iter": 300}``; needs a
             Brownian prior) before the generative model is frozen; its step s.d. then stays
             fixed for the test bins too. ``None`` (default): the training fit alone.
+        time_gaps: the training bins, and the test bins, of a split are not consecutive bins
+            of the recording. With ``True`` (default) each model gets their times
+            (``MGPLVM(bin_times=...)``), so that a time-coupled prior (Brownian, AR(1), GP) and
+            the decoding and smoothing under it span the real gap between two bins of a half
+            (a Brownian step over ``k`` bins has variance ``k σ²``). ``False`` chains them as if
+            they were consecutive (every ``crossvalidate`` before this option). No effect with
+            the uniform prior.
     """
     from mgplvm.manifolds import get_manifold
 
@@ -565,6 +577,9 @@ def crossvalidate(
         config.update(test_posterior=test_posterior, n_particles=int(n_particles))
     if refit_kwargs is not None:
         config["refit_kwargs"] = refit_kwargs
+    # always recorded: results_dirs written before the option chained the bins (time_gaps=False)
+    # and cannot be resumed by a run with gaps
+    config["time_gaps"] = bool(time_gaps)
     rdir = Path(results_dir) if results_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -590,7 +605,7 @@ def crossvalidate(
                 "fit_kwargs": fit_kwargs or {}, "model_kwargs": model_kwargs or {},
                 "test_fit_kwargs": test_fit_kwargs or {}, "n_eval_samples": n_eval_samples,
                 "threads_per_task": threads_per_task, "test_init": test_init,
-                "refit_kwargs": refit_kwargs,
+                "refit_kwargs": refit_kwargs, "time_gaps": bool(time_gaps),
                 "test_posterior": test_posterior, "n_particles": int(n_particles),
                 "results_dir": str(rdir) if rdir is not None else None,
             })

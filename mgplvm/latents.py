@@ -343,19 +343,40 @@ class LieIncrementProcess(TorchDistribution):
         return torch.cat([lp0, lp], dim=-1)
 
     def transition_log_prob(
-        self, prev: torch.Tensor, cur: torch.Tensor, gap: int | float = 1
+        self, prev: torch.Tensor, cur: torch.Tensor, gap: int | float | torch.Tensor = 1
     ) -> torch.Tensor:
         """``log p(g_{t+gap} = cur_j | g_t = prev_i)`` for all pairs of two candidate sets
-        ``prev (K, ambient)``, ``cur (J, ambient)`` -> ``(K, J)`` (used by :func:`viterbi_path`)."""
-        gaps = torch.as_tensor([gap], dtype=self.step_sd.dtype, device=self.step_sd.device)
-        ak, sd = self._transition(gaps)
-        if ak is not None:
-            prev = self.manifold.exp0(ak * self.manifold.log0(prev))
+        ``prev (K, ambient)``, ``cur (J, ambient)`` -> ``(K, J)`` (used by :func:`viterbi_path`).
+        ``gap`` a 1-D tensor of ``G`` gaps -> ``(G, K, J)``; for the Brownian walk the pairwise
+        log maps are formed once, and the density of every gap from them
+        (:meth:`~mgplvm.manifolds.LatentManifold.wrapped_log_prob_scaled`)."""
+        gaps = torch.as_tensor(gap, dtype=self.step_sd.dtype, device=self.step_sd.device)
+        one = gaps.ndim == 0
+        gaps = gaps.reshape(-1)
+        ak, sd = self._transition(gaps)  # sd (G, dim)
         K, J = prev.shape[0], cur.shape[0]
-        v = self.manifold.logmap_coords(
-            prev[:, None, :].expand(K, J, -1), cur[None, :, :].expand(K, J, -1)
-        )
-        return self.manifold.wrapped_log_prob(v, torch.diag_embed(sd[0]), self.kmax)
+
+        def pairwise(p: torch.Tensor) -> torch.Tensor:  # (K, J, dim)
+            return self.manifold.logmap_coords(
+                p[:, None, :].expand(K, J, -1), cur[None, :, :].expand(K, J, -1)
+            )
+
+        if ak is None:  # Brownian: s.d. σ√gap, one pass per gap over shared preimages
+            if one:
+                return self.manifold.wrapped_log_prob(
+                    pairwise(prev), torch.diag_embed(sd[0]), self.kmax
+                )
+            return self.manifold.wrapped_log_prob_scaled(
+                pairwise(prev), torch.diag_embed(self.step_sd), gaps.sqrt(), self.kmax
+            )
+        out = [  # AR(1): the centre moves with the gap
+            self.manifold.wrapped_log_prob(
+                pairwise(self.manifold.exp0(ak[i] * self.manifold.log0(prev))),
+                torch.diag_embed(sd[i]), self.kmax,
+            )
+            for i in range(len(gaps))
+        ]
+        return out[0] if one else torch.stack(out)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Simulate forward in time (a Python loop over bins; for prior draws only)."""
@@ -713,20 +734,35 @@ class GPPrior(LatentPrior):
 
 
 def viterbi_path(
-    log_lik: torch.Tensor, log_trans: torch.Tensor, log_init: torch.Tensor | None = None
+    log_lik: torch.Tensor,
+    log_trans: torch.Tensor,
+    log_init: torch.Tensor | None = None,
+    step_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Most probable sequence of candidate states of a discrete hidden Markov chain.
 
     ``log_lik (trials, K, time)``: per-bin log-likelihood of each of ``K`` candidates;
-    ``log_trans (K, K)``: ``log p(state_{t+1} = j | state_t = i)``; ``log_init (K,)`` (default
-    flat). Returns the maximising indices ``(trials, time)`` (max-product dynamic programming,
+    ``log_trans (K, K)``: ``log p(state_{t+1} = j | state_t = i)``, the same for every step, or
+    ``(G, K, K)`` with ``step_index (time - 1,)`` naming the matrix of each step (bins at
+    unequal gaps in time: one matrix per distinct gap); ``log_init (K,)`` (default flat).
+    Returns the maximising indices ``(trials, time)`` (max-product dynamic programming,
     vectorised over trials and candidates; one ``(trials, K, K)`` max per bin).
     """
     n_trials, K, T = log_lik.shape
+    if log_trans.ndim == 3:
+        if step_index is None or tuple(step_index.shape) != (max(T - 1, 0),):
+            raise ValueError(
+                f"log_trans has {log_trans.shape[0]} matrices: step_index must give one per "
+                f"step, shape ({max(T - 1, 0)},)"
+            )
+        step_index = step_index.tolist()
+    elif step_index is not None:
+        raise ValueError("step_index needs a stack of transition matrices (G, K, K)")
     delta = log_lik[..., 0] + (0.0 if log_init is None else log_init)
     back = torch.empty(n_trials, T, K, dtype=torch.int32, device=log_lik.device)
     for t in range(1, T):
-        best, arg = (delta.unsqueeze(-1) + log_trans).max(dim=-2)  # over the previous state
+        lt = log_trans if step_index is None else log_trans[step_index[t - 1]]
+        best, arg = (delta.unsqueeze(-1) + lt).max(dim=-2)  # over the previous state
         back[:, t] = arg.to(torch.int32)
         delta = best + log_lik[..., t]
     path = torch.empty(n_trials, T, dtype=torch.long, device=log_lik.device)

@@ -471,6 +471,21 @@ class LatentPosteriorSummary:
     level: float
 
 
+def _check_bin_times(bin_times: Any, n_time: int) -> torch.Tensor | None:
+    """``bin_times`` as a float64 tensor ``(n_time,)``, checked: finite, strictly increasing."""
+    if bin_times is None:
+        return None
+    t = torch.as_tensor(np.asarray(bin_times, dtype=np.float64))
+    if t.shape != (n_time,):
+        raise ValueError(f"bin_times must have one entry per bin, shape ({n_time},); got "
+                         f"{tuple(t.shape)}")
+    if not bool(torch.all(torch.isfinite(t))):
+        raise ValueError("bin_times contains NaN/inf entries")
+    if n_time > 1 and not bool(torch.all(t[1:] > t[:-1])):
+        raise ValueError("bin_times must be strictly increasing")
+    return t
+
+
 # ------------------------------------------------------------------------------------ the model
 class MGPLVM(nn.Module):
     """Manifold GPLVM: latents on ``manifold``, SVGP tuning curves, Pyro ``model``/``guide``.
@@ -498,6 +513,10 @@ class MGPLVM(nn.Module):
         Y: if given, initialise from data now (:meth:`init_from_data`); otherwise ``fit`` does it.
         init: latent initialisation used with data: ``"pca"`` (default), ``"quadratic"``
             (SO(3) only, see :meth:`init_latents`), ``"decode"``, ``"random"``.
+        bin_times: the time of each of the ``n_time`` bins, in bins (strictly increasing; default
+            ``0, 1, …, n_time − 1``). The priors over time (Brownian, AR(1), GP) use them: for a
+            subset of a recording's bins (a cross-validation split) a Brownian step between
+            bins ``k`` apart has variance ``k σ²``, where without them it would be ``σ²``.
         seed: seed for the random initial values (the global RNG is left untouched).
         dtype: parameter dtype (default float64).
     """
@@ -529,6 +548,7 @@ class MGPLVM(nn.Module):
         init: str = "pca",
         seed: int | None = None,
         dtype: torch.dtype | str = torch.float64,
+        bin_times: Any = None,
     ) -> None:
         super().__init__()
         if isinstance(manifold, str):
@@ -543,6 +563,7 @@ class MGPLVM(nn.Module):
             dtype = getattr(torch, dtype)
         self.manifold = manifold
         self.n_neurons, self.n_time, self.n_trials = int(n_neurons), int(n_time), int(n_trials)
+        self.bin_times = _check_bin_times(bin_times, self.n_time)
         if n_inducing is None:
             n_inducing = default_n_inducing(manifold.dim)
         self.n_inducing = int(n_inducing)
@@ -568,6 +589,8 @@ class MGPLVM(nn.Module):
             "learn_inducing": bool(learn_inducing),
             "init": init,
         }
+        if self.bin_times is not None:  # only when set: earlier saved configs stay as they were
+            self._config["bin_times"] = self.bin_times.tolist()
         self.gp_mode = "auto"  # "auto" | "circle" | "fused" | "whitened" | "gpytorch"
         self.memory_budget = 2**30  # bytes of kernel tensors the fused GP may keep for backward
         self.chunk_elements = 2**18  # N·M·chunk elements processed at once by the fused GP
@@ -668,6 +691,7 @@ class MGPLVM(nn.Module):
             init=cfg.pop("init", "pca"),
             dtype=cfg.pop("dtype", "float64"),
             seed=0,
+            bin_times=cfg.pop("bin_times", None),
         )
         model.latents.kmax = int(kmax)
         return model
@@ -844,7 +868,8 @@ class MGPLVM(nn.Module):
             return lik.log_predictive_moments(y, mean, var).sum(-2)  # (B, P)
 
         return particle_smoother(
-            m, log_lik, initial, self.n_time, step_sd, n_particles=n_particles, generator=g
+            m, log_lik, initial, self.n_time, step_sd, n_particles=n_particles, generator=g,
+            gaps=self.bin_gaps(),
         )
 
     def _decode_init(self, Y: torch.Tensor, n_candidates: int = 1000) -> torch.Tensor:
@@ -868,9 +893,33 @@ class MGPLVM(nn.Module):
             ).sum(-2)  # (trials, K, t)
         if isinstance(self.prior, BrownianPrior) and self.n_time > 1:
             process = self.prior.distribution(self.n_trials, None, self.n_time)
-            log_trans = process.transition_log_prob(cand, cand, gap=1)
-            return cand[viterbi_path(ell, log_trans)]
+            gaps = self.bin_gaps()
+            if gaps is None:
+                log_trans = process.transition_log_prob(cand, cand, gap=1)
+                return cand[viterbi_path(ell, log_trans)]
+            # one transition matrix per distinct gap between consecutive bins
+            distinct, step_index = torch.unique(gaps, return_inverse=True)
+            log_trans = process.transition_log_prob(cand, cand, gap=distinct)
+            return cand[viterbi_path(ell, log_trans, step_index=step_index)]
         return cand[ell.argmax(1)]
+
+    # ------------------------------------------------------------------ time
+    def _prior_times(self, t_idx: torch.Tensor | None) -> torch.Tensor | None:
+        """What the prior's ``distribution`` takes as its bins: ``t_idx`` itself (indices are
+        times) unless :attr:`bin_times` is set, then the times of the bins ``t_idx`` (all
+        bins for None)."""
+        if self.bin_times is None:
+            return t_idx
+        times = self.bin_times.to(self.device)
+        return times if t_idx is None else times[torch.as_tensor(t_idx, device=self.device)]
+
+    def bin_gaps(self) -> torch.Tensor | None:
+        """Times between consecutive bins ``(n_time − 1,)``, in bins; None when every gap is 1
+        (no :attr:`bin_times`, or consecutive ones)."""
+        if self.bin_times is None:
+            return None
+        gaps = self.bin_times[1:] - self.bin_times[:-1]
+        return None if bool(torch.all(gaps == 1)) else gaps.to(self.device)
 
     # ------------------------------------------------------------------ the GP
     def _gp_mode(self) -> str:
@@ -993,7 +1042,10 @@ class MGPLVM(nn.Module):
         pyro.factor("kl_u", -self.kl_u())
         with self._plates(t_idx):
             with _scale(beta):
-                g = pyro.sample("g", self.prior.distribution(self.n_trials, t_idx, self.n_time))
+                g = pyro.sample(
+                    "g", self.prior.distribution(self.n_trials, self._prior_times(t_idx),
+                                                 self.n_time)
+                )
             mean, var = self.f_moments(g)
             ell = self.likelihood.expected_log_prob_moments(Yb, mean, var).sum(-2)
             pyro.factor("y", ell)
@@ -1126,7 +1178,7 @@ class MGPLVM(nn.Module):
         out = []
         lik = self.likelihood_subset(idx)
         q = self.latents.distribution()
-        p = self.prior.distribution(self.n_trials, None, self.n_time)
+        p = self.prior.distribution(self.n_trials, self._prior_times(None), self.n_time)
         for s0 in range(0, n_samples, batch):
             k = min(batch, n_samples - s0)
             g = q.sample((k,))
@@ -1195,12 +1247,15 @@ class MGPLVM(nn.Module):
         return new
 
     def with_new_latents(
-        self, n_time: int, n_trials: int = 1, Y: Any = None, init: str = "decode"
+        self, n_time: int, n_trials: int = 1, Y: Any = None, init: str = "decode",
+        bin_times: Any = None,
     ) -> MGPLVM:
         """Same generative model (a copy: GP, likelihood, prior), fresh latent posterior for
-        ``n_trials × n_time`` new bins. With data ``Y`` the latent means are initialised by
-        ``init`` (default ``"decode"``); else random, and :func:`mgplvm.fit` initialises them."""
-        new = self._rebuilt(n_time=int(n_time), n_trials=int(n_trials))
+        ``n_trials × n_time`` new bins at ``bin_times`` (default consecutive). With data ``Y`` the
+        latent means are initialised by ``init`` (default ``"decode"``); else random, and
+        :func:`mgplvm.fit` initialises them."""
+        times = None if bin_times is None else _check_bin_times(bin_times, int(n_time)).tolist()
+        new = self._rebuilt(n_time=int(n_time), n_trials=int(n_trials), bin_times=times)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("latents.")}
         state["latents_initialized"] = torch.tensor(False)
         missing, unexpected = new.load_state_dict(state, strict=False)

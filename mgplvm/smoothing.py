@@ -97,6 +97,7 @@ def particle_smoother(
     n_particles: int = 2000,
     generator: torch.Generator | None = None,
     chunk: int = 512,
+    gaps: torch.Tensor | None = None,
 ) -> SmoothedPath:
     """Bootstrap particle filter + marginal backward smoother for a Brownian latent path.
 
@@ -104,7 +105,9 @@ def particle_smoother(
     ``initial (trials, P0, ambient)``: draws from the prior of the first bin (uniform on a compact
     manifold; ``P0`` may exceed ``n_particles``: the first bin is then weighted on ``P0`` draws and
     resampled to ``n_particles``, which helps a broad start find the likelihood's peak);
-    ``step_sd``: the step s.d. per tangent coordinate (a number or ``(dim,)``); ``generator``
+    ``step_sd``: the step s.d. per tangent coordinate and bin (a number or ``(dim,)``);
+    ``gaps (n_time - 1,)``: the time from each bin to the next, in bins (default all 1; a step
+    over a gap of ``k`` bins has s.d. ``step_sd · √k``, the Brownian walk's); ``generator``
     seeds the propagation noise and the resampling. The backward pass holds one bin's
     ``(trials, P, P)`` log transition matrix at a time; ``chunk`` bounds the rows of it whose
     pairwise log maps (``(trials, chunk, P, dim)``, anisotropic steps only) are formed at once.
@@ -124,6 +127,15 @@ def particle_smoother(
         sd = sd.expand(manifold.dim)
     if sd.shape != (manifold.dim,) or not bool(torch.all(torch.isfinite(sd) & (sd > 0))):
         raise ValueError(f"step_sd must be positive and finite, one or {manifold.dim} values")
+    if gaps is None:
+        scale = torch.ones(max(n_time - 1, 0), dtype=dtype, device=device)
+    else:
+        scale = torch.as_tensor(gaps, dtype=dtype, device=device).reshape(-1)
+        if scale.shape != (max(n_time - 1, 0),) or not bool(
+            torch.all(torch.isfinite(scale) & (scale > 0))
+        ):
+            raise ValueError(f"gaps must be {max(n_time - 1, 0)} positive, finite values")
+        scale = scale.sqrt()
     B, N, d = initial.shape[0], int(n_particles), manifold.dim
     X = torch.empty(n_time, B, N, initial.shape[-1], dtype=dtype, device=device)
     logW = torch.empty(n_time, B, N, dtype=dtype, device=device)
@@ -133,7 +145,7 @@ def particle_smoother(
     for t in range(n_time):
         if t:
             eps = torch.randn(B, N, d, dtype=dtype, device=device, generator=generator)
-            x = manifold.expmap_coords(x, sd * eps)
+            x = manifold.expmap_coords(x, (scale[t - 1] * sd) * eps)
         lw = log_lik(x, t)
         if lw.shape != x.shape[:2]:
             raise ValueError(f"log_lik returned shape {tuple(lw.shape)}; expected "
@@ -157,20 +169,21 @@ def particle_smoother(
     logS = torch.empty_like(logW)
     logS[-1] = logW[-1]
     inv_var = sd.pow(-2)
+    gap2 = scale.pow(2)  # the gaps
     isotropic = bool(torch.all(sd == sd[0]))
     for t in range(n_time - 2, -1, -1):
         rows = []
         for i0 in range(0, N, chunk):
             prev = X[t][:, i0 : i0 + chunk]
             if isotropic:  # a matmul on SO(3) and spheres
-                sq = manifold.pairwise_sqdist_coords(prev, X[t + 1]) * inv_var[0]
+                sq = manifold.pairwise_sqdist_coords(prev, X[t + 1]) * (inv_var[0] / gap2[t])
             else:
                 n = prev.shape[1]
                 v = manifold.logmap_coords(  # (B, chunk, N, dim)
                     prev[:, :, None].expand(-1, -1, N, -1),
                     X[t + 1][:, None].expand(-1, n, -1, -1),
                 )
-                sq = (v.pow(2) * inv_var).sum(-1)
+                sq = (v.pow(2) * inv_var).sum(-1) / gap2[t]
             rows.append(-0.5 * sq)  # (B, chunk, N)
         log_f = torch.cat(rows, 1)  # (B, N_t, N_{t+1})
         a = logW[t][:, :, None] + log_f

@@ -100,6 +100,32 @@ def test_held_out_data_never_reach_a_fit(monkeypatch):
         assert r["pred_ll_per_datum"] > r["ll_per_datum"]
 
 
+@pytest.mark.parametrize("time_gaps", [True, False])
+def test_each_half_is_modelled_at_its_bins_times(monkeypatch, time_gaps):
+    """With ``time_gaps`` the training model and the test-bin models get the recording times
+    of their bins (a Brownian step between two training bins spans the test bins between
+    them); without, consecutive bins as before."""
+    times = []
+
+    def fake(model, Y, train="all", **kwargs):
+        times.append(None if model.bin_times is None else model.bin_times.long().numpy())
+        return _FakeResult()
+
+    monkeypatch.setattr(fit_module, "fit", fake)
+    res = crossvalidate(unique_counts(), ["T1"], n_splits=1, seed=3, n_workers=1,
+                        progress=False, n_eval_samples=2, model_kwargs={"prior": "brownian"},
+                        time_gaps=time_gaps)
+    assert res.config["time_gaps"] is time_gaps
+    split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
+    assert len(times) == 3  # the training fit, then the two test directions
+    if not time_gaps:
+        assert all(t is None for t in times)
+        return
+    np.testing.assert_array_equal(times[0], split["train_t"])
+    for t in times[1:]:
+        np.testing.assert_array_equal(t, split["test_t"])
+
+
 def test_smoothed_test_start_sees_only_the_input_half_at_test_bins(monkeypatch):
     """``test_init="smooth"``: the test-bin latents start from the particle-smoothed path of the
     input half's test-bin counts (held-out neurons never reach it), then the latent-only fit."""

@@ -270,6 +270,13 @@ def test_transition_log_prob_matches_the_sequence_density(kind):
             for j in range(5):
                 path = torch.stack([prev[i], cur[j]])[None]
                 torch.testing.assert_close(mat[i, j], proc.log_prob(path)[0, 1])
+    # several gaps at once: one matrix per gap, equal to the separate calls
+    stack = prior.distribution(1, None, 2).transition_log_prob(prev, cur, torch.tensor([1, 3, 7]))
+    assert stack.shape == (3, 4, 5)
+    for k, gap in enumerate((1, 3, 7)):
+        torch.testing.assert_close(
+            stack[k], prior.distribution(1, None, 2).transition_log_prob(prev, cur, gap=gap)
+        )
 
 
 def test_viterbi_path_equals_brute_force():
@@ -288,6 +295,34 @@ def test_viterbi_path_equals_brute_force():
                          + sum(log_trans[p[t - 1], p[t]] for t in range(1, T)))
         best = max(itertools.product(range(K), repeat=T), key=score)
         assert tuple(path[s].tolist()) == best
+
+
+def test_viterbi_path_with_a_matrix_per_step_equals_brute_force():
+    """Bins at unequal gaps: step t uses ``log_trans[step_index[t]]``."""
+    import itertools
+
+    gen = torch.Generator().manual_seed(4)
+    K, T, G = 3, 5, 2
+    log_lik = torch.randn(2, K, T, generator=gen)
+    log_trans = torch.log_softmax(torch.randn(G, K, K, generator=gen), -1)
+    step_index = torch.tensor([1, 0, 0, 1])
+    path = viterbi_path(log_lik, log_trans, step_index=step_index)
+    for s in range(2):
+        def score(p, s=s):
+            return float(sum(log_lik[s, p[t], t] for t in range(T)) + sum(
+                log_trans[step_index[t - 1], p[t - 1], p[t]] for t in range(1, T)))
+        best = max(itertools.product(range(K), repeat=T), key=score)
+        assert tuple(path[s].tolist()) == best
+    # one matrix repeated is the single-matrix chain
+    same = viterbi_path(log_lik, log_trans[:1].expand(3, K, K),
+                        step_index=torch.tensor([2, 0, 1, 1]))
+    torch.testing.assert_close(same, viterbi_path(log_lik, log_trans[0]))
+    with pytest.raises(ValueError, match="step_index"):
+        viterbi_path(log_lik, log_trans)
+    with pytest.raises(ValueError, match="step_index"):
+        viterbi_path(log_lik, log_trans, step_index=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="step_index"):
+        viterbi_path(log_lik, log_trans[0], step_index=step_index)
 
 
 def test_gp_prior_equals_explicit_gaussian():

@@ -435,6 +435,39 @@ def test_torus_wrapped_log_prob_equals_the_long_sum(name, sd, shift, seed):
     torch.testing.assert_close(m.wrapped_log_prob(v, L, kmax=6), expected, rtol=1e-12, atol=1e-11)
 
 
+@HYP
+@given(
+    name=st.sampled_from(["T1", "T2", "S2", "S3", "SO3", "R2", "T1xS2"]),
+    sd=st.floats(0.05, 1.5),
+    seed=st.integers(0, 10_000),
+)
+def test_wrapped_log_prob_scaled_equals_one_call_per_scale(name, sd, seed):
+    """The transition densities of a Brownian walk over several gaps: the scaled variants
+    (shared preimages on spheres and SO(3), one angle at a time on tori) equal the loop."""
+    m = get_manifold(name)
+    sds = sd * (0.5 + torch.rand(m.dim, dtype=DT, generator=gen(seed)))
+    L = torch.diag_embed(sds)
+    v = torch.randn(40, m.dim, dtype=DT, generator=gen(seed + 1)) * 1.5
+    if isinstance(m, (SO3, Sphere)):  # inside the principal ball, where Log lands
+        radius = math.pi / 2 if isinstance(m, SO3) else math.pi
+        v = v * (0.99 * radius / v.norm(dim=-1, keepdim=True).clamp_min(radius))
+    scales = torch.tensor([1.0, 2.0**0.5, 2.0, 3.0], dtype=DT)
+    got = m.wrapped_log_prob_scaled(v, L, scales, kmax=5)
+    assert got.shape == (4, 40)
+    for k, s in enumerate(scales):
+        torch.testing.assert_close(got[k], m.wrapped_log_prob(v, s * L, kmax=5),
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_torus_scaled_density_with_a_correlated_covariance_is_the_loop():
+    m = Torus(2)
+    L = torch.tensor([[0.4, 0.0], [0.2, 0.3]], dtype=DT)
+    v = torch.randn(10, 2, dtype=DT, generator=gen(0))
+    scales = torch.tensor([1.0, 2.0], dtype=DT)
+    torch.testing.assert_close(m.wrapped_log_prob_scaled(v, L, scales),
+                               torch.stack([m.wrapped_log_prob(v, s * L) for s in scales]))
+
+
 def test_torus_wrap_range_grows_with_the_sd_and_respects_kmax():
     t = Torus(2)
     eye = torch.eye(2, dtype=DT)

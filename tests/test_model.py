@@ -620,3 +620,62 @@ def test_smooth_init_on_euclidean_latents_starts_where_the_inducing_points_are()
     assert torch.equal(mu, model.smooth_latents(Y, n_particles=1000).mean)
     with pytest.raises(ValueError, match="unknown latent init"):
         model.init_latents(Y, "smoothed")
+
+
+def test_bin_times_reach_the_prior_decoding_smoothing_and_the_saved_config(tmp_path, monkeypatch):
+    """A model of some of a recording's bins (``bin_times``, e.g. a cross-validation half): the
+    Brownian prior, the Viterbi decoding and the particle smoother step over the real gaps, and
+    the times survive save/load and neuron subsets; ``with_new_latents`` sets its own."""
+    import mgplvm.model as model_module
+    from mgplvm.latents import LieIncrementProcess
+
+    times = torch.tensor([0.0, 1.0, 3.0, 4.0, 9.0])
+    model = MGPLVM("T1", 3, 5, prior="brownian", prior_kwargs={"step_sd": 0.3}, seed=0,
+                   bin_times=times)
+    Y = torch.poisson(torch.full((1, 3, 5), 2.0))
+    assert model.bin_gaps().tolist() == [1.0, 2.0, 1.0, 5.0]
+    # the prior site of the Pyro model: the walk at those times, whole and on a minibatch
+    for t_idx, t in ((None, times), (torch.tensor([1, 2, 4]), times[[1, 2, 4]])):
+        site = poutine.trace(model.model).get_trace(Y, t_idx).nodes["g"]
+        g = site["value"]
+        expected = LieIncrementProcess(model.manifold, model.prior.step_sd, t, 1).log_prob(g)
+        torch.testing.assert_close(site["fn"].log_prob(g), expected)
+        consecutive = LieIncrementProcess(model.manifold, model.prior.step_sd,
+                                          torch.arange(len(t)), 1).log_prob(g)
+        assert not torch.allclose(expected, consecutive)
+    assert MGPLVM("T1", 3, 5, bin_times=range(5)).bin_gaps() is None
+
+    seen = {}
+    real_viterbi, real_smoother = model_module.viterbi_path, model_module.particle_smoother
+
+    def viterbi_spy(log_lik, log_trans, log_init=None, step_index=None):
+        seen["viterbi"] = (log_trans.shape, step_index)
+        return real_viterbi(log_lik, log_trans, log_init, step_index)
+
+    def smoother_spy(*args, **kwargs):
+        seen["gaps"] = kwargs.get("gaps")
+        return real_smoother(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "viterbi_path", viterbi_spy)
+    monkeypatch.setattr(model_module, "particle_smoother", smoother_spy)
+    model._decode_init(Y, n_candidates=50)
+    shape, step_index = seen["viterbi"]
+    assert shape[0] == 3  # gaps 1, 2 and 5: one transition matrix each
+    torch.testing.assert_close(torch.tensor([1.0, 2.0, 5.0])[step_index], model.bin_gaps())
+    model.smooth_latents(Y, n_particles=20, seed=0)
+    torch.testing.assert_close(seen["gaps"], model.bin_gaps())
+
+    model.save(tmp_path / "m.pt")
+    loaded = MGPLVM.load(tmp_path / "m.pt")
+    torch.testing.assert_close(loaded.bin_times, times.double())
+    torch.testing.assert_close(model.neuron_subset([0, 2]).bin_times, times.double())
+    assert model.with_new_latents(4).bin_times is None
+    torch.testing.assert_close(
+        model.with_new_latents(4, bin_times=[2, 5, 6, 8]).bin_gaps(),
+        torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64),
+    )
+    assert "bin_times" not in MGPLVM("T1", 3, 5).config()  # configs without times unchanged
+    for bad, match in (([0, 1, 2], "one entry per bin"), ([0, 1, 1, 2, 3], "increasing"),
+                       ([0, 1, 2, 3, math.nan], "NaN")):
+        with pytest.raises(ValueError, match=match):
+            MGPLVM("T1", 3, 5, bin_times=bad)

@@ -170,3 +170,58 @@ def test_rejects_bad_input():
                           n_particles=10)
     with pytest.raises(ValueError, match="returned shape"):
         particle_smoother(m, lambda g, t: torch.zeros(3), init, 5, 0.1, n_particles=10)
+
+
+def _kalman_gaps(y: np.ndarray, step_sd: float, obs_sd: float, gaps: np.ndarray):
+    """RTS smoother means for the random walk whose step from bin t−1 to t has variance
+    ``gaps[t−1] · step_sd²`` (bins at unequal times), and the log evidence."""
+    T = len(y)
+    q = np.r_[0.0, gaps * step_sd**2]
+    m_f, v_f = np.empty(T), np.empty(T)
+    m, v, log_ev = 0.0, 1.0, 0.0
+    for t in range(T):
+        v = v + q[t]
+        s = v + obs_sd**2
+        log_ev += -0.5 * (math.log(2 * math.pi * s) + (y[t] - m) ** 2 / s)
+        k = v / s
+        m, v = m + k * (y[t] - m), (1 - k) * v
+        m_f[t], v_f[t] = m, v
+    m_s = m_f.copy()
+    for t in range(T - 2, -1, -1):
+        gain = v_f[t] / (v_f[t] + q[t + 1])
+        m_s[t] = m_f[t] + gain * (m_s[t + 1] - m_f[t])
+    return log_ev, m_s
+
+
+def test_gaps_between_bins_match_the_kalman_oracle():
+    """Bins at unequal times (a cross-validation half): a step over ``k`` bins has variance
+    ``k σ²``; the smoother matches the RTS oracle of that walk, not of the consecutive one."""
+    rng = np.random.default_rng(2)
+    T, step, obs = 30, 0.15, 0.3
+    gaps = rng.integers(1, 8, size=T - 1).astype(float)
+    x = rng.normal() + np.cumsum(np.r_[0.0, step * np.sqrt(gaps) * rng.normal(size=T - 1)])
+    y = x + obs * rng.normal(size=T)
+    yt = torch.as_tensor(y)
+
+    def log_lik(g, t):
+        return -0.5 * (math.log(2 * math.pi * obs**2) + (g[..., 0] - yt[t]) ** 2 / obs**2)
+
+    def run(g):
+        gen = torch.Generator().manual_seed(1)
+        initial = torch.randn(1, 20_000, 1, dtype=torch.float64, generator=gen)
+        return particle_smoother(Euclid(1), log_lik, initial, T, step, n_particles=1500,
+                                 generator=gen, gaps=g)
+
+    out = run(torch.as_tensor(gaps))
+    log_ev, m_s = _kalman_gaps(y, step, obs, gaps)
+    log_ev1, _ = _kalman_gaps(y, step, obs, np.ones(T - 1))
+    assert log_ev - log_ev1 > 3  # the consecutive walk explains these data worse
+    assert abs(float(out.log_evidence[0]) - log_ev) < 0.3
+    assert np.abs(out.mean[0, :, 0].numpy() - m_s).max() < 0.06
+    # gaps of one are the default, draw for draw
+    same, default = run(torch.ones(T - 1)), run(None)
+    torch.testing.assert_close(same.mean, default.mean, rtol=0, atol=0)
+    torch.testing.assert_close(same.log_evidence, default.log_evidence, rtol=0, atol=0)
+    for bad in (torch.ones(T), torch.zeros(T - 1), torch.full((T - 1,), math.nan)):
+        with pytest.raises(ValueError, match="gaps"):
+            run(bad)

@@ -233,6 +233,15 @@ class LatentManifold(geoopt.Manifold):
         """
         raise NotImplementedError
 
+    def wrapped_log_prob_scaled(
+        self, v: torch.Tensor, scale_tril: torch.Tensor, scales: torch.Tensor, kmax: int = 5
+    ) -> torch.Tensor:
+        """:meth:`wrapped_log_prob` of ``v (..., dim)`` under ``s · scale_tril`` for each of the
+        ``G`` factors ``scales (G,)``, with one ``scale_tril (dim, dim)`` for all points ->
+        ``(G, ...)``: the transition densities of a Brownian walk over gaps of ``s²`` steps.
+        Manifolds whose density has structure to share between the scales override this loop."""
+        return torch.stack([self.wrapped_log_prob(v, s * scale_tril, kmax) for s in scales])
+
     def extra_repr(self) -> str:
         return ""
 

@@ -36,6 +36,7 @@ from mgplvm.manifolds.sphere import (
     qmul,
     radial_preimages,
     radial_wrapped_log_prob,
+    radial_wrapped_log_prob_scaled,
     sphere_exp,
     sphere_log,
 )
@@ -175,3 +176,9 @@ class SO3(LatentManifold):
         """
         check_tangent_gaussian(self, v, scale_tril)
         return radial_wrapped_log_prob(v, scale_tril, math.pi, 2, kmax)
+
+    def wrapped_log_prob_scaled(self, v, scale_tril, scales, kmax: int = 5):
+        """One pass per scale over the shared preimages (:func:`radial_wrapped_log_prob_scaled`)."""
+        check_tangent_gaussian(self, v, scale_tril)
+        scales = torch.as_tensor(scales, dtype=v.dtype, device=v.device).reshape(-1)
+        return radial_wrapped_log_prob_scaled(v, scale_tril, scales, math.pi, 2, kmax)

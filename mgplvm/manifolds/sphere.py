@@ -49,6 +49,7 @@ __all__ = [
     "sphere_log",
     "radial_preimages",
     "radial_wrapped_log_prob",
+    "radial_wrapped_log_prob_scaled",
 ]
 
 _SMALL = 1e-6  # squared-angle threshold for the Taylor branches (error ~ x³/5040)
@@ -170,18 +171,51 @@ def radial_wrapped_log_prob(
     """``log Σ_k N(v_k; 0, L Lᵀ) / |J(v_k)|`` over :func:`radial_preimages`, ``(...)``.
 
     Since every ``v_k = v + Pk v̂`` lies on one line, ``L⁻¹ v_k = L⁻¹ v + Pk L⁻¹ v̂`` needs only two
-    triangular solves per point instead of ``K``.
+    triangular solves per point instead of ``K``; a single ``scale_tril (d, d)`` for all points
+    is inverted once and applied by matrix products.
     """
     vhat, pk, neg_log_j = _radial_parts(v, period, power, kmax)
     d = v.shape[-1]
-    batch = torch.broadcast_shapes(v.shape[:-1], scale_tril.shape[:-2])
-    rhs = torch.stack([v, vhat], -1).expand(*batch, d, 2)
-    L = scale_tril.expand(*batch, d, d)
-    ab = torch.linalg.solve_triangular(L, rhs, upper=False)  # (..., d, 2)
-    z = ab[..., :1].transpose(-1, -2) + pk.unsqueeze(-1) * ab[..., 1:].transpose(-1, -2)
-    half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1, keepdim=True)
+    if scale_tril.ndim == 2:  # one L for every point (a transition matrix): L⁻¹ once, matmuls
+        eye = torch.eye(d, dtype=v.dtype, device=v.device)
+        L_inv_t = torch.linalg.solve_triangular(scale_tril, eye, upper=False).mT
+        a, b = v @ L_inv_t, vhat @ L_inv_t  # (..., d)
+        z = a.unsqueeze(-2) + pk.unsqueeze(-1) * b.unsqueeze(-2)  # (..., K, d)
+        half_logdet = torch.diagonal(scale_tril).abs().log().sum()
+    else:
+        batch = torch.broadcast_shapes(v.shape[:-1], scale_tril.shape[:-2])
+        rhs = torch.stack([v, vhat], -1).expand(*batch, d, 2)
+        L = scale_tril.expand(*batch, d, d)
+        ab = torch.linalg.solve_triangular(L, rhs, upper=False)  # (..., d, 2)
+        z = ab[..., :1].transpose(-1, -2) + pk.unsqueeze(-1) * ab[..., 1:].transpose(-1, -2)
+        half_logdet = torch.diagonal(L, dim1=-2, dim2=-1).abs().log().sum(-1, keepdim=True)
     lp = -0.5 * (z.pow(2).sum(-1) + d * _LOG_2PI) - half_logdet  # (..., K)
     return torch.logsumexp(lp + neg_log_j, dim=-1)
+
+
+def radial_wrapped_log_prob_scaled(
+    v: torch.Tensor, scale_tril: torch.Tensor, scales: torch.Tensor, period: float, power: int,
+    kmax: int,
+) -> torch.Tensor:
+    """:func:`radial_wrapped_log_prob` under ``s · scale_tril`` for each ``s`` in ``scales (G,)``
+    (one ``scale_tril (d, d)`` for all points) -> ``(G, ...)``. The preimages and Jacobians do
+    not depend on the scale and ``‖L⁻¹v_k‖² = A + 2Pk B + (Pk)² C`` (``A = ‖L⁻¹v‖²``,
+    ``B = (L⁻¹v)ᵀL⁻¹v̂``, ``C = ‖L⁻¹v̂‖²``), so each scale costs one pass over ``(..., K)``."""
+    vhat, pk, neg_log_j = _radial_parts(v, period, power, kmax)
+    d = v.shape[-1]
+    eye = torch.eye(d, dtype=v.dtype, device=v.device)
+    L_inv_t = torch.linalg.solve_triangular(scale_tril, eye, upper=False).mT
+    a, b = v @ L_inv_t, vhat @ L_inv_t
+    A = a.pow(2).sum(-1, keepdim=True)
+    B = (a * b).sum(-1, keepdim=True)
+    C = b.pow(2).sum(-1, keepdim=True)
+    q = A + 2 * pk * B + pk.pow(2) * C  # (..., K): ‖L⁻¹ v_k‖²
+    half_logdet = torch.diagonal(scale_tril).abs().log().sum()
+    out = []
+    for s in scales:
+        lp = -0.5 * (q / s**2 + d * _LOG_2PI) - (half_logdet + d * torch.log(s))
+        out.append(torch.logsumexp(lp + neg_log_j, dim=-1))
+    return torch.stack(out)
 
 
 def _unit_random(shape, n_ambient, dtype, device, generator) -> torch.Tensor:
@@ -374,3 +408,10 @@ class Sphere(LatentManifold):
         """
         check_tangent_gaussian(self, v, scale_tril)
         return radial_wrapped_log_prob(v, scale_tril, 2 * math.pi, self.n - 1, kmax)
+
+    def wrapped_log_prob_scaled(self, v, scale_tril, scales, kmax: int = 5):
+        """One pass per scale over the shared preimages (:func:`radial_wrapped_log_prob_scaled`)."""
+        check_tangent_gaussian(self, v, scale_tril)
+        scales = torch.as_tensor(scales, dtype=v.dtype, device=v.device).reshape(-1)
+        return radial_wrapped_log_prob_scaled(v, scale_tril, scales, 2 * math.pi, self.n - 1,
+                                              kmax)

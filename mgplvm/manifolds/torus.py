@@ -14,6 +14,7 @@ import math
 import torch
 
 from mgplvm.manifolds.base import (
+    _LOG_2PI,
     LatentManifold,
     check_tangent_gaussian,
     shifted_gaussian_logsumexp,
@@ -163,3 +164,23 @@ class Torus(LatentManifold):
         r = self.wrap_range(scale_tril, kmax)
         shifts = self.turns(r, dtype=v.dtype, device=v.device)
         return shifted_gaussian_logsumexp(wrap_angle(v), shifts, scale_tril)
+
+    def wrapped_log_prob_scaled(self, v, scale_tril, scales, kmax: int = 5):
+        """With a diagonal ``scale_tril`` the wrapped Gaussian is a product over the angles:
+        ``Σ_i log Σ_k N(v_i + 2πk; 0, (s σ_i)²)``, with each scale's own :meth:`wrap_range`
+        (``d (2r + 1)`` terms per point instead of ``(2r + 1)ᵈ``). Else the loop."""
+        check_tangent_gaussian(self, v, scale_tril)
+        scales = torch.as_tensor(scales, dtype=v.dtype, device=v.device).reshape(-1)
+        sd = torch.diagonal(scale_tril)
+        if not bool(torch.equal(scale_tril, torch.diag_embed(sd))):
+            return super().wrapped_log_prob_scaled(v, scale_tril, scales, kmax)
+        w = wrap_angle(v).unsqueeze(-1)  # (..., d, 1)
+        out = []
+        for s in scales:
+            r = self.wrap_range(s * scale_tril, kmax)
+            turns = 2 * math.pi * torch.arange(-r, r + 1, dtype=v.dtype, device=v.device)
+            sig = (s * sd).abs().unsqueeze(-1)  # (d, 1)
+            z = (w + turns) / sig  # (..., d, 2r + 1)
+            lp = torch.logsumexp(-0.5 * z.pow(2), -1) - sig[..., 0].log() - 0.5 * _LOG_2PI
+            out.append(lp.sum(-1))
+        return torch.stack(out)
