@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="posterior of the held-out latents that the scores average over: the "
                     "Gaussian q(g) of a latent-only fit (variational, default) or the particle "
                     "smoother's marginals (smoothed; multimodal where a bin is ambiguous)")
+    cv.add_argument("--no-time-gaps", action="store_true",
+                    help="chain each half's time bins as if consecutive instead of giving the "
+                    "latent prior the gaps between them (crossvalidate(time_gaps=False))")
     _add_refit_args(cv, "each training fit")
 
     sim = sub.add_parser("simulate", help="generate a synthetic recording",

@@ -464,7 +464,7 @@ def cmd_crossval(args) -> int:
                       n_workers=args.workers, results_dir=out / "folds",
                       progress=not args.no_progress, test_init=args.test_init,
                       test_posterior=args.test_posterior, refit_kwargs=_refit_args(args),
-                      **kw)
+                      time_gaps=not args.no_time_gaps, **kw)
     report = Report(out, title=f"mgplvm crossval: {Path(args.file).name}")
     report_crossval(report, cv, out)
     index = report.write()

@@ -81,6 +81,11 @@ def test_crossval_passes_the_test_latent_start_on(monkeypatch, tmp_path):
     assert seen["test_posterior"] == "smoothed"
     assert seen["model_kwargs"]["prior"] == "brownian"
     assert seen["refit_kwargs"] is None
+    assert seen["time_gaps"] is True
+    with pytest.raises(Stop):
+        main(["crossval", str(BUNDLED), "--manifolds", "T1", "--splits", "1", "--no-time-gaps",
+              "--out", str(tmp_path), "--no-progress"])
+    assert seen["time_gaps"] is False
     with pytest.raises(Stop):
         main(["crossval", str(BUNDLED), "--manifolds", "T1", "--splits", "1",
               "--refit-steps", "0.05,0.1", "--refit-rounds", "2", "--refit-iterations", "50",
