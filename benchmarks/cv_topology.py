@@ -61,7 +61,8 @@ COMPARISONS = {
     # 1000 bins: in 300 (150 training bins) each region of the torus is visited about once, and R²
     # explains the recording by unrolling the angles into the plane (T² lost 0/4 there); with
     # 500 training bins the torus is revisited along other windings and its periodicity pays
-    # (T2 won 9/10 on ll_per_datum, 10/10 on pred_ll_per_datum)
+    # (T2 won 8/10 on ll_per_datum, 9/10 on pred_ll_per_datum; 9/10 and 10/10 with the halves
+    # chained, --no-time-gaps)
     "T2": (datasets.torus, {"d": 2, "n_time": 1000}, "T2", ["T2", "R2"]),
     "SO3": (datasets.so3, {}, "SO3", ["SO3", "R3"]),
     # S³ contains the T² model (Clifford torus; docs/crossval.md): held-out likelihood has no
@@ -74,20 +75,22 @@ COMPARISONS = {
     # --test-posterior smoothed S³ still won 2 of 2 repetitions (by 0.0002 and 0.0010 per datum)
     "T2aniso-3way": (datasets.torus, {"d": 2, "width_per_angle": True, "n_time": 1000}, "T1xT1",
                      ["T1xT1", "SO3", "S3"]),
-    # S³ double-covers SO(3) (docs/crossval.md): at 300 bins SO(3) won 8/10 on ll_per_datum
-    # (with or without the inducing cap); with 100 inducing points at 500 bins 3 of 5
-    # repetitions, tied with S³ to 0.0015 per datum; at 1000 bins 1 of 2
+    # S³ double-covers SO(3) (docs/crossval.md): at 300 bins SO(3) won 9/10 on ll_per_datum
+    # (8/10 with the halves chained, with or without the inducing cap); chained, with 100
+    # inducing points at 500 bins 3 of 5 repetitions, tied with S³ to 0.0015 per datum; at 1000
+    # bins 1 of 2
     "SO3-3way": (datasets.so3, {}, "SO3", ["T2", "SO3", "S3"]),
-    # 300 bins: S3 won 9/10 on ll_per_datum, 8/10 on pred_ll_per_datum (10/10 and 9/10 with
-    # the model's 100 inducing points for the 3-dim candidates, --max-inducing 0)
+    # 300 bins: S3 won 10/10 on ll_per_datum, 8/10 on pred_ll_per_datum (chained halves: 9/10
+    # and 8/10; 10/10 and 9/10 with the model's 100 inducing points for the 3-dim candidates,
+    # --max-inducing 0)
     "S3-3way": (datasets.sphere3, {}, "S3", ["T2", "SO3", "S3"]),
 }
 
 
 #: inducing points of every candidate at most (--max-inducing): the 3-dim candidates get the
-#: 2-dim default of 64 instead of 100. The full run's win counts were those of the model defaults
-#: in five comparisons and 9/10 instead of 10/10 on S³ data, in 61.6 instead of 85.6 min
-#: (docs/crossval.md)
+#: 2-dim default of 64 instead of 100. The full run's win counts (halves chained) were those of the
+#: model defaults in five comparisons and 9/10 instead of 10/10 on S³ data, in 61.6 instead of
+#: 85.6 min (docs/crossval.md)
 MAX_INDUCING = 64
 
 #: what a run without --only compares: the acceptance comparisons (Jensen et al. 2020, Fig. 3)
