@@ -9,7 +9,8 @@ generating manifold has the best held-out log-likelihood per datum, and mean ± 
 candidate, for the primary score (``ll_per_datum``) and for the log predictive density
 (``pred_ll_per_datum``), and, as a diagnostic, the same for the training fit's ELBO. Every
 candidate has at most 64 inducing points (``--max-inducing``; 0 for the model's defaults) and a
-Brownian latent prior (``--prior``); the latent speed s.d. is 400 deg/s (``--speed``) so that a
+Brownian latent prior (``--prior``) that spans the gaps between a half's bins
+(``--no-time-gaps`` chains them); the latent speed s.d. is 400 deg/s (``--speed``) so that a
 recording wraps around its manifold rather than covering an arc.
 
 Comparisons (paper's reference: the generating manifold wins on average):
