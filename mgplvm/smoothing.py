@@ -128,14 +128,14 @@ def particle_smoother(
     if sd.shape != (manifold.dim,) or not bool(torch.all(torch.isfinite(sd) & (sd > 0))):
         raise ValueError(f"step_sd must be positive and finite, one or {manifold.dim} values")
     if gaps is None:
-        scale = torch.ones(max(n_time - 1, 0), dtype=dtype, device=device)
+        gaps = torch.ones(max(n_time - 1, 0), dtype=dtype, device=device)
     else:
-        scale = torch.as_tensor(gaps, dtype=dtype, device=device).reshape(-1)
-        if scale.shape != (max(n_time - 1, 0),) or not bool(
-            torch.all(torch.isfinite(scale) & (scale > 0))
+        gaps = torch.as_tensor(gaps, dtype=dtype, device=device).reshape(-1)
+        if gaps.shape != (max(n_time - 1, 0),) or not bool(
+            torch.all(torch.isfinite(gaps) & (gaps > 0))
         ):
             raise ValueError(f"gaps must be {max(n_time - 1, 0)} positive, finite values")
-        scale = scale.sqrt()
+    step_scale = gaps.sqrt()  # a step over k bins has s.d. σ√k
     B, N, d = initial.shape[0], int(n_particles), manifold.dim
     X = torch.empty(n_time, B, N, initial.shape[-1], dtype=dtype, device=device)
     logW = torch.empty(n_time, B, N, dtype=dtype, device=device)
@@ -145,7 +145,7 @@ def particle_smoother(
     for t in range(n_time):
         if t:
             eps = torch.randn(B, N, d, dtype=dtype, device=device, generator=generator)
-            x = manifold.expmap_coords(x, (scale[t - 1] * sd) * eps)
+            x = manifold.expmap_coords(x, (step_scale[t - 1] * sd) * eps)
         lw = log_lik(x, t)
         if lw.shape != x.shape[:2]:
             raise ValueError(f"log_lik returned shape {tuple(lw.shape)}; expected "
@@ -169,21 +169,20 @@ def particle_smoother(
     logS = torch.empty_like(logW)
     logS[-1] = logW[-1]
     inv_var = sd.pow(-2)
-    gap2 = scale.pow(2)  # the gaps
     isotropic = bool(torch.all(sd == sd[0]))
     for t in range(n_time - 2, -1, -1):
         rows = []
         for i0 in range(0, N, chunk):
             prev = X[t][:, i0 : i0 + chunk]
             if isotropic:  # a matmul on SO(3) and spheres
-                sq = manifold.pairwise_sqdist_coords(prev, X[t + 1]) * (inv_var[0] / gap2[t])
+                sq = manifold.pairwise_sqdist_coords(prev, X[t + 1]) * (inv_var[0] / gaps[t])
             else:
                 n = prev.shape[1]
                 v = manifold.logmap_coords(  # (B, chunk, N, dim)
                     prev[:, :, None].expand(-1, -1, N, -1),
                     X[t + 1][:, None].expand(-1, n, -1, -1),
                 )
-                sq = (v.pow(2) * inv_var).sum(-1) / gap2[t]
+                sq = (v.pow(2) * inv_var).sum(-1) / gaps[t]
             rows.append(-0.5 * sq)  # (B, chunk, N)
         log_f = torch.cat(rows, 1)  # (B, N_t, N_{t+1})
         a = logW[t][:, :, None] + log_f

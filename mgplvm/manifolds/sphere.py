@@ -165,6 +165,14 @@ def radial_preimages(
     return vk, neg_log_j
 
 
+def _whiten_by_one_tril(scale_tril: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
+    """``L⁻¹x`` for each ``x (..., d)`` with one ``scale_tril (d, d)``: ``L⁻¹`` once, then matrix
+    products (instead of a batched triangular solve per point)."""
+    eye = torch.eye(scale_tril.shape[-1], dtype=scale_tril.dtype, device=scale_tril.device)
+    L_inv_t = torch.linalg.solve_triangular(scale_tril, eye, upper=False).mT
+    return [x @ L_inv_t for x in xs]
+
+
 def radial_wrapped_log_prob(
     v: torch.Tensor, scale_tril: torch.Tensor, period: float, power: int, kmax: int
 ) -> torch.Tensor:
@@ -177,9 +185,7 @@ def radial_wrapped_log_prob(
     vhat, pk, neg_log_j = _radial_parts(v, period, power, kmax)
     d = v.shape[-1]
     if scale_tril.ndim == 2:  # one L for every point (a transition matrix): L⁻¹ once, matmuls
-        eye = torch.eye(d, dtype=v.dtype, device=v.device)
-        L_inv_t = torch.linalg.solve_triangular(scale_tril, eye, upper=False).mT
-        a, b = v @ L_inv_t, vhat @ L_inv_t  # (..., d)
+        a, b = _whiten_by_one_tril(scale_tril, v, vhat)
         z = a.unsqueeze(-2) + pk.unsqueeze(-1) * b.unsqueeze(-2)  # (..., K, d)
         half_logdet = torch.diagonal(scale_tril).abs().log().sum()
     else:
@@ -203,9 +209,7 @@ def radial_wrapped_log_prob_scaled(
     ``B = (L⁻¹v)ᵀL⁻¹v̂``, ``C = ‖L⁻¹v̂‖²``), so each scale costs one pass over ``(..., K)``."""
     vhat, pk, neg_log_j = _radial_parts(v, period, power, kmax)
     d = v.shape[-1]
-    eye = torch.eye(d, dtype=v.dtype, device=v.device)
-    L_inv_t = torch.linalg.solve_triangular(scale_tril, eye, upper=False).mT
-    a, b = v @ L_inv_t, vhat @ L_inv_t
+    a, b = _whiten_by_one_tril(scale_tril, v, vhat)
     A = a.pow(2).sum(-1, keepdim=True)
     B = (a * b).sum(-1, keepdim=True)
     C = b.pow(2).sum(-1, keepdim=True)
