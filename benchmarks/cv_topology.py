@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bins", type=int, default=None,
                    help="time bins per recording (300; ring: 500, T² vs R²: 1000 unless given)")
     p.add_argument("--iters", type=int, default=None, help="training iterations (400)")
+    p.add_argument("--test-iters", type=int, default=None,
+                   help="iterations of each latent-only fit at the test bins (half of --iters), "
+                        "from the decoded start")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first-rep", type=int, default=0,
@@ -293,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     bins = {name: a.bins or (200 if a.quick else COMPARISONS[name][1].get("n_time", 300))
             for name in COMPARISONS}
     n_iter = a.iters or (150 if a.quick else 400)
+    test_iter = n_iter // 2 if a.test_iters is None else a.test_iters
+    if test_iter < 1:
+        p.error(f"--test-iters must be >= 1, got {test_iter}")
     refit = None if a.refit_steps is None else {
         "step_sds": [float(v) for v in a.refit_steps.split(",")], "rounds": a.refit_rounds,
         "n_iter": a.refit_iters}
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"
           f"{f' ({special})' if special else ''} (25 ms, Poisson); "
           f"{n_iter} training"
-          + (f" / {n_iter // 2} test" if a.test_posterior == "variational" else "")
+          + (f" / {test_iter} test" if a.test_posterior == "variational" else "")
           + f" iterations; {a.prior} prior on every candidate; "
           + ("inducing points: the model's defaults; " if max_inducing is None
              else f"at most {max_inducing} inducing points; ")
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             ThreadPoolExecutor(max(1, len(shared) * reps)) as driver:
         futures = {
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
-                                    n_iter, n_iter // 2, pool, a.seed, a.prior, a.speed,
+                                    n_iter, test_iter, pool, a.seed, a.prior, a.speed,
                                     a.test_init, a.test_posterior, refit, max_inducing,
                                     not a.no_time_gaps)
             for key, cands in shared.items() for r in reps_run

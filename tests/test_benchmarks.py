@@ -100,6 +100,9 @@ def test_cv_topology_default_run_is_the_acceptance_set_and_only_is_checked(capsy
     with pytest.raises(SystemExit):
         cv.main(["--max-inducing", "-1"])
     assert "--max-inducing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cv.main(["--test-iters", "0"])
+    assert "--test-iters" in capsys.readouterr().err
 
 
 class _InlineExecutor(Executor):
