@@ -291,6 +291,20 @@ class _SVGPMarginals(torch.autograd.Function):
         return gD, gc, gs2, galpha, gB, None, None, None, None
 
 
+def _same_key(a: list | None, b: list) -> bool:
+    """Equal lists of names, numbers, None and tensors (same shape and values)."""
+    if a is None or len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+                    and x.shape == y.shape and bool(torch.equal(x, y))):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
 # ------------------------------------------------------------------------ circle (T¹) GP path
 #: quadrature points for the Fourier coefficients of the circle's RBF kernel; the truncation |k| ≤ K
 #: keeps every coefficient above ``_CIRCLE_TOL`` relative to the largest, and a kernel that needs
@@ -763,7 +777,9 @@ class MGPLVM(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
-    def init_latents(self, Y: Any, method: str | torch.Tensor = "pca") -> None:
+    def init_latents(
+        self, Y: Any, method: str | torch.Tensor = "pca", *, decode_cache: dict | None = None
+    ) -> None:
         """Initialise the latent means μ from data.
 
         ``"pca"``: :func:`mgplvm.latents.pca_init` (angle of the two leading PCs on a ring);
@@ -776,6 +792,12 @@ class MGPLVM(nn.Module):
         and the prior's step s.d. (:meth:`smooth_latents` with 1000 particles) — slower than
         ``"decode"``, and not limited to the candidate grid; ``"random"``: uniform draws; a tensor
         ``(trials, time, ambient)``: used as is.
+
+        ``decode_cache`` (``"decode"`` only): a dict passed to every call on models that share
+        the manifold, inducing points, latent prior and bin times (e.g. the two neuron halves of
+        a cross-validation fold). The first call stores its candidate points and transition
+        matrices there, and later calls reuse them instead of drawing and computing their own;
+        they do not depend on the tuning curves.
         """
         if isinstance(method, torch.Tensor | np.ndarray):
             mu = torch.as_tensor(method, dtype=self.dtype, device=self.device)
@@ -794,7 +816,7 @@ class MGPLVM(nn.Module):
                     Y.to(torch.float64).cpu(), self.manifold, sqrt=self.likelihood.is_count
                 )
             elif method == "decode":
-                mu = self._decode_init(Y)
+                mu = self._decode_init(Y, cache=decode_cache)
             elif method == "smooth":
                 with self._validated():
                     mu = self.smooth_latents(Y, n_particles=SMOOTH_INIT_PARTICLES).mean
@@ -872,16 +894,29 @@ class MGPLVM(nn.Module):
             gaps=self.bin_gaps(),
         )
 
-    def _decode_init(self, Y: torch.Tensor, n_candidates: int = 1000) -> torch.Tensor:
+    def _decode_init(
+        self, Y: torch.Tensor, n_candidates: int = 1000, cache: dict | None = None
+    ) -> torch.Tensor:
         """Per-bin best candidate under the current tuning curves; with a Markov prior over time
         (Brownian / AR(1)) the best candidate *path* instead (:func:`~mgplvm.latents.viterbi_path`
-        on the candidates), which avoids isolated bins or segments decoded into the wrong mode."""
-        cand = torch.cat(
-            [
-                self.manifold.random(n_candidates, dtype=self.dtype).to(self.device),
-                self.gp.inducing_points.detach(),
-            ]
-        )
+        on the candidates), which avoids isolated bins or segments decoded into the wrong mode.
+        ``cache``: see :meth:`init_latents` (``decode_cache``); reused only when this model's
+        key (manifold, ``n_candidates``, inducing points, prior state, bin gaps) matches."""
+        markov = isinstance(self.prior, BrownianPrior) and self.n_time > 1
+        gaps = self.bin_gaps() if markov else None
+        key = [self.manifold.name, int(n_candidates), self.gp.inducing_points.detach(),
+               gaps, *(v.detach() for v in self.prior.state_dict().values())] if markov else [
+            self.manifold.name, int(n_candidates), self.gp.inducing_points.detach()]
+        hit = cache is not None and _same_key(cache.get("key"), key)
+        if hit:
+            cand = cache["candidates"]
+        else:
+            cand = torch.cat(
+                [
+                    self.manifold.random(n_candidates, dtype=self.dtype).to(self.device),
+                    self.gp.inducing_points.detach(),
+                ]
+            )
         mean, var = self.gp_marginals(cand)  # (N, K)
         K = cand.shape[0]
         ell = torch.empty(self.n_trials, K, self.n_time, dtype=self.dtype, device=self.device)
@@ -891,17 +926,22 @@ class MGPLVM(nn.Module):
             ell[..., t0 : t0 + step] = self.likelihood.expected_log_prob_moments(
                 y.unsqueeze(1), mean.T[None, :, :, None], var.T[None, :, :, None]
             ).sum(-2)  # (trials, K, t)
-        if isinstance(self.prior, BrownianPrior) and self.n_time > 1:
+        if not markov:
+            if cache is not None and not hit:
+                cache.update(key=key, candidates=cand)
+            return cand[ell.argmax(1)]
+        if hit:
+            log_trans, step_index = cache["log_trans"], cache["step_index"]
+        else:
             process = self.prior.distribution(self.n_trials, None, self.n_time)
-            gaps = self.bin_gaps()
             if gaps is None:
-                log_trans = process.transition_log_prob(cand, cand, gap=1)
-                return cand[viterbi_path(ell, log_trans)]
-            # one transition matrix per distinct gap between consecutive bins
-            distinct, step_index = torch.unique(gaps, return_inverse=True)
-            log_trans = process.transition_log_prob(cand, cand, gap=distinct)
-            return cand[viterbi_path(ell, log_trans, step_index=step_index)]
-        return cand[ell.argmax(1)]
+                log_trans, step_index = process.transition_log_prob(cand, cand, gap=1), None
+            else:  # one transition matrix per distinct gap between consecutive bins
+                distinct, step_index = torch.unique(gaps, return_inverse=True)
+                log_trans = process.transition_log_prob(cand, cand, gap=distinct)
+            if cache is not None:
+                cache.update(key=key, candidates=cand, log_trans=log_trans, step_index=step_index)
+        return cand[viterbi_path(ell, log_trans, step_index=step_index)]
 
     # ------------------------------------------------------------------ time
     def _prior_times(self, t_idx: torch.Tensor | None) -> torch.Tensor | None:

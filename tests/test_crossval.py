@@ -126,33 +126,38 @@ def test_each_half_is_modelled_at_its_bins_times(monkeypatch, time_gaps):
         np.testing.assert_array_equal(t, split["test_t"])
 
 
-def test_smoothed_test_start_sees_only_the_input_half_at_test_bins(monkeypatch):
-    """``test_init="smooth"``: the test-bin latents start from the particle-smoothed path of the
-    input half's test-bin counts (held-out neurons never reach it), then the latent-only fit."""
+@pytest.mark.parametrize("test_init", ["smooth", "decode"])
+def test_test_start_sees_only_the_input_half_at_test_bins(monkeypatch, test_init):
+    """The test-bin latents start from the particle-smoothed (``test_init="smooth"``) or the
+    decoded path of the input half's test-bin counts (held-out neurons never reach it), then the
+    latent-only fit; the two directions' decodings share one cache (candidates, transitions)."""
     from mgplvm.model import MGPLVM
 
     fake, starts = RecordingFit(), []
     original = MGPLVM.init_latents
 
-    def spy(model, Y, method="pca"):
+    def spy(model, Y, method="pca", **kwargs):
         Yn = np.asarray(Y)
         starts.append({"method": method, "neurons": np.unique(Yn[0] // 1000).astype(int),
-                       "bins": np.unique(Yn[0] % 1000).astype(int)})
-        return original(model, Y, method)
+                       "bins": np.unique(Yn[0] % 1000).astype(int),
+                       "cache": id(kwargs.get("decode_cache"))})
+        return original(model, Y, method, **kwargs)
 
     monkeypatch.setattr(fit_module, "fit", fake)
     monkeypatch.setattr(MGPLVM, "init_latents", spy)
     res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
-                        progress=False, n_eval_samples=2, test_init="smooth",
+                        progress=False, n_eval_samples=2, test_init=test_init,
                         model_kwargs={"prior": "brownian"})
     assert all(r["status"] == "ok" for r in res.records), res.failed
-    assert res.config["test_init"] == "smooth"
+    assert res.config.get("test_init", "decode") == test_init
     split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
     assert len(starts) == 2 * 2  # manifolds x test directions
     for start, inp in zip(starts, [split["neurons_a"], split["neurons_b"]] * 2, strict=True):
-        assert start["method"] == "smooth"
+        assert start["method"] == test_init
         np.testing.assert_array_equal(start["neurons"], inp)
         np.testing.assert_array_equal(start["bins"], split["test_t"])
+    # one cache per (manifold, fold) task, shared by its two directions
+    assert starts[0]["cache"] == starts[1]["cache"] and starts[2]["cache"] == starts[3]["cache"]
     with pytest.raises(ValueError, match="Brownian latent prior"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="smooth")
     with pytest.raises(ValueError, match="test_init"):

@@ -679,3 +679,50 @@ def test_bin_times_reach_the_prior_decoding_smoothing_and_the_saved_config(tmp_p
                        ([0, 1, 2, 3, math.nan], "NaN")):
         with pytest.raises(ValueError, match=match):
             MGPLVM("T1", 3, 5, bin_times=bad)
+
+
+@pytest.mark.parametrize("prior", ["brownian", "uniform"])
+def test_decode_cache_shares_candidates_and_transitions_between_neuron_halves(monkeypatch, prior):
+    """``init_latents(..., decode_cache=c)``: a second model with the same manifold, inducing
+    points, prior and bin times decodes with the first call's candidates and transition
+    matrices, with the path a fresh decoding from the same candidates gives; any difference in
+    that key (here the step s.d.) recomputes them."""
+    from mgplvm.latents import LieIncrementProcess
+
+    times = torch.tensor([0.0, 2.0, 3.0, 7.0, 8.0, 9.0])
+    model = MGPLVM("S2", 6, 6, prior=prior, seed=0, bin_times=times, n_inducing=10)
+    _randomise_q_u(model, seed=1)
+    Y = torch.poisson(torch.full((1, 6, 6), 3.0), generator=torch.Generator().manual_seed(2))
+    half = [0, 2, 4]
+    calls = []
+    real = LieIncrementProcess.transition_log_prob
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("gap"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LieIncrementProcess, "transition_log_prob", spy)
+    cache: dict = {}
+    torch.manual_seed(7)
+    model.init_latents(Y, "decode", decode_cache=cache)
+    markov = prior == "brownian"
+    assert len(calls) == int(markov) and set(cache) >= {"key", "candidates"}
+    sub = model.neuron_subset(half, share_latents=False)
+    torch.manual_seed(99)  # the cached candidates are used, not fresh draws
+    sub.init_latents(Y[:, half], "decode", decode_cache=cache)
+    assert len(calls) == int(markov)  # no transition matrices computed again
+    fresh = model.neuron_subset(half, share_latents=False)
+    torch.manual_seed(7)  # the same candidate draws as the first call
+    fresh.init_latents(Y[:, half], "decode")
+    torch.testing.assert_close(sub.latents.mu, fresh.latents.mu)
+    gap = (sub.latents.mu.detach()[0, :, None] - cache["candidates"][None]).norm(dim=-1)
+    assert float(gap.min(1).values.max()) < 1e-12  # every bin at one of the cached candidates
+    if markov:
+        other = model.neuron_subset(half, share_latents=False)
+        with torch.no_grad():
+            other.prior.raw_step_sd.add_(0.5)
+        other.init_latents(Y[:, half], "decode", decode_cache=cache)
+        assert len(calls) == 3  # (after fresh's own) a different step s.d.: computed afresh
+        step = other.prior.raw_step_sd.detach()
+        assert any(isinstance(k, torch.Tensor) and k.shape == step.shape and torch.equal(k, step)
+                   for k in cache["key"])
