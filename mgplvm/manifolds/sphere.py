@@ -216,9 +216,10 @@ def radial_wrapped_log_prob_scaled(
     q = A + 2 * pk * B + pk.pow(2) * C  # (..., K): ‖L⁻¹ v_k‖²
     half_logdet = torch.diagonal(scale_tril).abs().log().sum()
     out = []
-    for s in scales:
-        lp = -0.5 * (q / s**2 + d * _LOG_2PI) - (half_logdet + d * torch.log(s))
-        out.append(torch.logsumexp(lp + neg_log_j, dim=-1))
+    for s in scales:  # one fused pass per scale, the constants after the logsumexp
+        w = torch.addcmul(neg_log_j, q, -0.5 / s**2)
+        out.append(torch.logsumexp(w, dim=-1)
+                   - (0.5 * d * _LOG_2PI + half_logdet + d * torch.log(s)))
     return torch.stack(out)
 
 
