@@ -904,9 +904,9 @@ class MGPLVM(nn.Module):
         key (manifold, ``n_candidates``, inducing points, prior state, bin gaps) matches."""
         markov = isinstance(self.prior, BrownianPrior) and self.n_time > 1
         gaps = self.bin_gaps() if markov else None
-        key = [self.manifold.name, int(n_candidates), self.gp.inducing_points.detach(),
-               gaps, *(v.detach() for v in self.prior.state_dict().values())] if markov else [
-            self.manifold.name, int(n_candidates), self.gp.inducing_points.detach()]
+        key = [self.manifold.name, int(n_candidates), self.gp.inducing_points.detach()]
+        if markov:  # the transition matrices depend on the prior and the gaps too
+            key += [gaps, *(v.detach() for v in self.prior.state_dict().values())]
         hit = cache is not None and _same_key(cache.get("key"), key)
         if hit:
             cand = cache["candidates"]
