@@ -14,7 +14,8 @@ Brownian latent prior (``--prior``) that spans the gaps between a half's bins
 recording wraps around its manifold rather than covering an arc. Each training fit runs 250
 iterations (``--iters``) and each latent-only fit at the test bins 50 (``--test-iters``), from the
 decoded start; against 400 / 200 the scores are a few thousandths per datum lower and the win
-counts the same except T² vs R² (one more) and SO(3) vs R³ (one fewer; docs/crossval.md).
+counts the same except T² vs R² (one more), SO(3) vs R³ and S³ 3-way (one fewer each;
+docs/crossval.md).
 
 Comparisons (paper's reference: the generating manifold wins on average):
 
@@ -98,9 +99,10 @@ COMPARISONS = {
 MAX_INDUCING = 64
 
 #: iterations of each training fit (--iters) and of each latent-only fit at the test bins
-#: (--test-iters). The full run with 250 / 50 took 38.7 instead of 65.7 min and gave the win
-#: counts of 400 / 200 except T² vs R² 9/10 (8/10; one of the nine a tie at 1e-4 per datum) and
-#: SO(3) vs R³ 9/10 (10/10), every score a few thousandths per datum lower (docs/crossval.md)
+#: (--test-iters). The full run with 250 / 50 took 34.6 instead of 65.7 min and gave the win
+#: counts of 400 / 200 except T² vs R² 9/10 (8/10; one of the nine a tie at 1e-4 per datum),
+#: SO(3) vs R³ 9/10 (10/10) and S³ 3-way 9/10 (10/10; the loss a tie), every score a few
+#: thousandths per datum lower (docs/crossval.md)
 TRAIN_ITERS = 250
 TEST_ITERS = 50
 
