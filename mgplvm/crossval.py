@@ -505,7 +505,8 @@ def crossvalidate(
         n_eval_samples: latent samples in the importance-weighted held-out log-likelihood.
         test_init: start of the test-bin latents, inferred from one neuron half under the frozen
             tuning curves: ``"decode"`` (the best path through ~1000 candidate points per bin
-            with a Brownian / AR(1) prior, else the best candidate per bin) or ``"smooth"``
+            with a Brownian / AR(1) prior, else the best candidate per bin; a fold's two
+            directions share the candidates and transition matrices) or ``"smooth"``
             (needs ``model_kwargs={"prior": "brownian"}``: the particle-smoothed path,
             :meth:`~mgplvm.model.MGPLVM.smooth_latents`; slower, not limited to a grid).
         test_posterior: the posterior of the test-bin latents that the scores average over:
