@@ -11,8 +11,8 @@ candidate, for the primary score (``ll_per_datum``) and for the log predictive d
 candidate has at most 64 inducing points (``--max-inducing``; 0 for the model's defaults) and a
 Brownian latent prior (``--prior``) that spans the gaps between a half's bins
 (``--no-time-gaps`` chains them); the latent speed s.d. is 400 deg/s (``--speed``) so that a
-recording wraps around its manifold rather than covering an arc. Each training fit runs 250
-iterations (``--iters``) and each latent-only fit at the test bins 50 (``--test-iters``), from the
+recording wraps around its manifold rather than covering an arc. Each training fit runs 200
+iterations (``--iters``) and each latent-only fit at the test bins 40 (``--test-iters``), from the
 decoded start; against 400 / 200 the scores are a few thousandths per datum lower and the win
 counts the same except T² vs R² (one more), SO(3) vs R³ and S³ 3-way (one fewer each;
 docs/crossval.md).
@@ -66,7 +66,7 @@ COMPARISONS = {
     # 1000 bins: in 300 (150 training bins) each region of the torus is visited about once, and R²
     # explains the recording by unrolling the angles into the plane (T² lost 0/4 there); with
     # 500 training bins the torus is revisited along other windings and its periodicity pays
-    # (T2 won 9/10 on both scores, one of the nine a tie at 1e-4 per datum; 8/10 and 9/10 with
+    # (T2 won 9/10 on both scores, one of the nine by 2e-4 per datum; 8/10 and 9/10 with
     # --iters 400 --test-iters 200, 9/10 and 10/10 with the halves also chained, --no-time-gaps)
     "T2": (datasets.torus, {"d": 2, "n_time": 1000}, "T2", ["T2", "R2"]),
     "SO3": (datasets.so3, {}, "SO3", ["SO3", "R3"]),
@@ -99,12 +99,12 @@ COMPARISONS = {
 MAX_INDUCING = 64
 
 #: iterations of each training fit (--iters) and of each latent-only fit at the test bins
-#: (--test-iters). The full run with 250 / 50 took 34.6 instead of 65.7 min and gave the win
-#: counts of 400 / 200 except T² vs R² 9/10 (8/10; one of the nine a tie at 1e-4 per datum),
-#: SO(3) vs R³ 9/10 (10/10) and S³ 3-way 9/10 (10/10; the loss a tie), every score a few
-#: thousandths per datum lower (docs/crossval.md)
-TRAIN_ITERS = 250
-TEST_ITERS = 50
+#: (--test-iters). The full run with 200 / 40 took 28.3 min (250 / 50: 34.6, 400 / 200: 65.7)
+#: and gave the win counts of 400 / 200 except T² vs R² 9/10 (8/10; one of the nine by 2e-4 per
+#: datum), SO(3) vs R³ 9/10 (10/10) and S³ 3-way 9/10 (10/10), every score 0.0007–0.0030 per
+#: datum lower than at 250 / 50 (docs/crossval.md)
+TRAIN_ITERS = 200
+TEST_ITERS = 40
 
 #: what a run without --only compares: the acceptance comparisons (Jensen et al. 2020, Fig. 3)
 DEFAULT_RUN = ["ring", "T2", "SO3", "T2-3way", "SO3-3way", "S3-3way"]

@@ -379,8 +379,8 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
                                seed=seed + 1 + direction, progress=False,
                                **spec["test_fit_kwargs"])
             torch.manual_seed(seed + 11 + direction)
-            ll, pred_ll = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])
-            pred = test_model.predict(neurons=out, n_samples=spec["n_eval_samples"])
+            # the scores and the predictive mean (MSE) from the same draws of q(g)
+            ll, pred_ll, pred = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])
         ll_total += ll
         pred_total += pred_ll
         resid = (pred - y_out).pow(2)
@@ -419,16 +419,16 @@ def _held_out_ll_particles(model, y_out, neurons, particles, log_weights, batch:
     """
     import torch
 
-    idx = torch.as_tensor(np.asarray(neurons), device=model.device).long()
-    lik = model.likelihood_subset(idx)
+    # a model of the scored neurons only: the other half's tuning curves are not evaluated
+    scored = model.neuron_subset(np.asarray(neurons))
+    lik = scored.likelihood
     g_all = particles.movedim(2, 0)  # (P, trials, time, ambient)
     lw_all = log_weights.movedim(2, 0)  # (P, trials, time)
     bound, pred, mean_y = [], [], 0.0
     with torch.no_grad():
         for p0 in range(0, g_all.shape[0], batch):
             g, lw = g_all[p0 : p0 + batch], lw_all[p0 : p0 + batch]
-            mean, var = model.f_moments(g)  # (p, trials, neurons, time)
-            mean, var = mean[..., idx, :], var[..., idx, :]
+            mean, var = scored.f_moments(g)  # (p, trials, len(neurons), time)
             bound.append(lw + lik.expected_log_prob_moments(y_out, mean, var).sum(-2))
             pred.append(lw + lik.log_predictive_moments(y_out, mean, var).sum(-2))
             mean_y = mean_y + (lw.exp().unsqueeze(-2) * lik.predictive_mean(mean, var)).sum(0)
@@ -436,7 +436,7 @@ def _held_out_ll_particles(model, y_out, neurons, particles, log_weights, batch:
     return ll, pred_ll, mean_y
 
 
-def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16) -> tuple[float, float]:
+def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16):
     """Importance-weighted held-out log-likelihoods of ``y_out`` (totals over the data), from
     the same latent samples ``g_k ~ q(g)``:
 
@@ -446,7 +446,8 @@ def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16) -> tupl
 
     The latent posterior factorises over bins, so the importance average is taken bin by bin
     (a much lower-variance estimate than averaging whole-trajectory weights). The draws are
-    scored as equally weighted particles by :func:`_held_out_ll_particles`.
+    scored as equally weighted particles by :func:`_held_out_ll_particles`, which also returns
+    the predictive mean over them, ``(trials, len(neurons), time)``: ``(ll, pred_ll, mean)``.
     """
     import torch
 
@@ -454,9 +455,8 @@ def _held_out_ll(model, y_out, neurons, n_samples: int, batch: int = 16) -> tupl
         g = torch.cat([model._latent_samples(min(batch, n_samples - s0))
                        for s0 in range(0, n_samples, batch)])  # (K, trials, time, ambient)
     log_w = torch.full(g.shape[:-1], -math.log(n_samples), dtype=g.dtype, device=g.device)
-    ll, pred_ll, _ = _held_out_ll_particles(model, y_out, neurons, g.movedim(0, 2),
-                                            log_w.movedim(0, -1), batch=batch)
-    return ll, pred_ll
+    return _held_out_ll_particles(model, y_out, neurons, g.movedim(0, 2),
+                                  log_w.movedim(0, -1), batch=batch)
 
 
 # ----------------------------------------------------------------------------------------- driver

@@ -262,7 +262,7 @@ def test_particle_scores_equal_the_sampled_scores_on_equal_weights():
     out = np.array([1, 3, 4])
     y_out = torch.as_tensor(Y[:, out])
     torch.manual_seed(5)
-    ll, pred_ll = _held_out_ll(model, y_out, out, n_samples=16, batch=16)
+    ll, pred_ll, mean_s = _held_out_ll(model, y_out, out, n_samples=16, batch=16)
     torch.manual_seed(5)
     g = model._latent_samples(16)  # the same draws: (k, trials, time, ambient)
     lw = torch.full(g.shape[:-1], -math.log(16), dtype=g.dtype).movedim(0, -1)
@@ -278,6 +278,7 @@ def test_particle_scores_equal_the_sampled_scores_on_equal_weights():
     assert ll_p == pytest.approx(ll, rel=1e-10) and pred_p == pytest.approx(pred_ll, rel=1e-10)
     expected = model.likelihood.predictive_mean(mean, var)[..., out, :].mean(0)
     torch.testing.assert_close(mean_y, expected.detach())
+    torch.testing.assert_close(mean_s, expected.detach())
     # unequal weights: particles (a, a, b) with weights (1/4, 1/4, 1/2) score as (a, b) with
     # (1/2, 1/2), per bin
     two = g[:2].movedim(0, 2)  # (trials, time, 2, ambient)
