@@ -99,7 +99,7 @@ COMPARISONS = {
 MAX_INDUCING = 64
 
 #: iterations of each training fit (--iters) and of each latent-only fit at the test bins
-#: (--test-iters). The full run with 200 / 40 took 28.3 min (250 / 50: 34.6, 400 / 200: 65.7)
+#: (--test-iters). The full run with 200 / 40 took 26.1 min (250 / 50: 34.6, 400 / 200: 65.7)
 #: and gave the win counts of 400 / 200 except T² vs R² 9/10 (8/10; one of the nine by 2e-4 per
 #: datum), SO(3) vs R³ 9/10 (10/10) and S³ 3-way 9/10 (10/10), every score 0.0007–0.0030 per
 #: datum lower than at 250 / 50 (docs/crossval.md)

@@ -502,7 +502,8 @@ def crossvalidate(
         block: contiguous time bins per split unit.
         fit_kwargs / test_fit_kwargs: passed to :func:`mgplvm.fit` for the training fit and for the
             latent-only fits at test bins; model_kwargs: passed to :class:`mgplvm.MGPLVM`.
-        n_eval_samples: latent samples in the importance-weighted held-out log-likelihood.
+        n_eval_samples: latent samples in the importance-weighted held-out log-likelihood; the
+            predictive mean behind ``mse`` and ``var_explained`` averages over the same draws.
         test_init: start of the test-bin latents, inferred from one neuron half under the frozen
             tuning curves: ``"decode"`` (the best path through ~1000 candidate points per bin
             with a Brownian / AR(1) prior, else the best candidate per bin; a fold's two
