@@ -136,3 +136,26 @@ def test_cv_topology_inducing_cap_groups_candidates_without_changing_scores():
         assert one[metric] == split[metric]
         assert all(np.isfinite(v) for v in one[metric].values())
     assert one["_failed"] == split["_failed"] == {"T1": False, "R2": False}
+
+
+def test_cv_topology_noise_sets_the_recording_and_every_candidates_likelihood(monkeypatch):
+    cv = _load("cv_topology")
+    seen = {}
+    real = cv.crossvalidate
+
+    def spy(Y, manifolds, **kw):
+        seen["Y"], seen["likelihood"] = Y, kw["likelihood"]
+        return real(Y, manifolds, **kw)
+
+    monkeypatch.setattr(cv, "crossvalidate", spy)
+    args = (ds.head_direction_ring, {}, ["T1"], 0, 8, 24, 3, 2, _InlineExecutor(), 0,
+            "brownian", 400.0)
+    out = cv.run_one(*args, noise="gaussian")
+    assert seen["likelihood"] == "gaussian"
+    # Gaussian observations are not counts; the default stays Poisson counts
+    assert not np.allclose(seen["Y"], np.round(seen["Y"]))
+    assert np.isfinite(out["ll_per_datum"]["T1"])
+    cv.run_one(*args)
+    assert seen["likelihood"] == "poisson" and np.allclose(seen["Y"], np.round(seen["Y"]))
+    with pytest.raises(SystemExit):
+        cv.main(["--noise", "cauchy"])
