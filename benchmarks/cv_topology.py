@@ -32,6 +32,7 @@ Usage::
     python benchmarks/cv_topology.py --quick    # 2 repetitions, fewer iterations
     python benchmarks/cv_topology.py --only ring,T2 --reps 5 --workers 2
     python benchmarks/cv_topology.py --only T2-3way --noise gaussian   # Gaussian observations
+    python benchmarks/cv_topology.py --only T2-3way --width 20,35 --baseline 0,0  # other cells
 """
 
 from __future__ import annotations
@@ -184,23 +185,53 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
     return out
 
 
-def recordings(names: list[str], bins: dict[str, int]) -> dict[tuple, list[str]]:
+def recordings(names: list[str], bins: dict[str, int],
+               cells: dict | None = None) -> dict[tuple, list[str]]:
     """The distinct recordings the comparisons ``names`` need, each with the union of their
     candidates. Comparisons on the same generator, settings and length share one recording per
     repetition (same seed), and a candidate fitted to it is fitted once: a task's split and seed
     do not depend on the other candidates (``crossvalidate``), so the scores are those of
-    separate runs."""
+    separate runs. ``cells``: generator arguments that override every comparison's
+    (:func:`generator_kwargs`)."""
     out: dict[tuple, list[str]] = {}
     for name in names:
-        cands = out.setdefault(recording_key(name, bins), [])
+        cands = out.setdefault(recording_key(name, bins, cells), [])
         cands.extend(m for m in COMPARISONS[name][3] if m not in cands)
     return out
 
 
-def recording_key(name: str, bins: dict[str, int]) -> tuple:
-    """(generator, its keyword arguments as sorted pairs, bins): equal keys, equal recordings."""
+def recording_key(name: str, bins: dict[str, int], cells: dict | None = None) -> tuple:
+    """(generator, its keyword arguments as sorted pairs, bins): equal keys, equal recordings.
+    ``cells`` override the comparison's keyword arguments."""
     gen, kw, _, _ = COMPARISONS[name]
+    kw = {**kw, **(cells or {})}
     return gen, tuple(sorted((k, v) for k, v in kw.items() if k != "n_time")), bins[name]
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float]:
+    """``"LO,HI"`` -> ``(LO, HI)`` for the tuning flags (``--width 20,35``); a single number is a
+    range of one value."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes LO,HI (two numbers), got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or not all(np.isfinite(vals)):
+        raise ValueError(f"{flag} takes LO,HI (two numbers), got {text!r}")
+    return vals[0], vals[1]
+
+
+def generator_kwargs(tuning: str | None = None, width: str | None = None,
+                     baseline: str | None = None, peak_rate: str | None = None) -> dict:
+    """The cells' tuning that --tuning, --width, --baseline and --peak-rate set for every
+    comparison's recordings (:mod:`mgplvm.datasets`: shape, half-width in degrees, baseline and
+    peak rate in Hz, each drawn per neuron from ``LO,HI``); only the flags given."""
+    out: dict = {} if tuning is None else {"tuning": tuning}
+    for key, text in (("width", width), ("baseline", baseline), ("peak_rate", peak_rate)):
+        if text is not None:
+            out[key] = parse_range(text, "--" + key.replace("_", "-"))
+    return out
 
 
 def summarise(name: str, per_rep: list[dict], metric: str) -> dict:
@@ -235,7 +266,7 @@ def antipodal_revisits(quaternions: np.ndarray, angle_deg: float) -> float:
 
 
 def print_antipodes(names: list[str], bins: dict[str, int], reps, seed: int,
-                    n_neurons: int, speed: float) -> None:
+                    n_neurons: int, speed: float, cells: dict | None = None) -> None:
     """``--antipodes``: for the recordings on SO(3), how often the lifted path revisits
     antipodes (:func:`antipodal_revisits`, at quaternion angles of 15° and 30°: the generator's
     field half-widths of 30–60° of rotation)."""
@@ -243,7 +274,7 @@ def print_antipodes(names: list[str], bins: dict[str, int], reps, seed: int,
         gen, kw, truth, _ = COMPARISONS[name]
         if truth != "SO3":
             continue
-        kw = {k: v for k, v in kw.items() if k != "n_time"}
+        kw = {k: v for k, v in {**kw, **(cells or {})}.items() if k != "n_time"}
         rows = []
         for r in reps:
             data = make_recording(gen, kw, r, n_neurons, bins[name], seed, speed)
@@ -304,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", choices=list(NOISES), default="poisson",
                    help="observation noise of the recordings, and every candidate's likelihood "
                         "(poisson; gaussian: rate x bin + 0.5 s.d. noise, a Gaussian likelihood)")
+    p.add_argument("--tuning", choices=["von_mises", "gaussian_bump"], default=None,
+                   help="tuning-curve shape of every recording (mgplvm.datasets; default: "
+                        "von_mises; gaussian_bump: of the geodesic distance, tori only)")
+    p.add_argument("--width", default=None,
+                   help="LO,HI: tuning half-widths in degrees, drawn per neuron (30,60)")
+    p.add_argument("--baseline", default=None,
+                   help="LO,HI: baseline rates in Hz, drawn per neuron (0.1,2)")
+    p.add_argument("--peak-rate", default=None,
+                   help="LO,HI: peak rates in Hz, drawn per neuron (10,60)")
     p.add_argument("--antipodes", action="store_true",
                    help="fit nothing: print, for the SO(3) recordings, how often the path "
                         "lifted to S³ revisits the antipode of a bin's point, so that an S³ "
@@ -329,8 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in COMPARISONS]
     if unknown:
         p.error(f"--only: unknown comparison(s) {unknown}; choose among {list(COMPARISONS)}")
+    try:
+        cells = generator_kwargs(a.tuning, a.width, a.baseline, a.peak_rate)
+    except ValueError as err:
+        p.error(str(err))
+    for name in names:  # the generators check the cells' settings: refuse them up front
+        gen, kw, _, _ = COMPARISONS[name]
+        try:
+            gen(**{**kw, **cells, "n_neurons": 2, "n_time": 2, "seed": 0})
+        except ValueError as err:
+            p.error(f"{name}: {err}")
     if a.antipodes:
-        print_antipodes(names, bins, reps_run, a.seed, n_neurons, a.speed)
+        print_antipodes(names, bins, reps_run, a.seed, n_neurons, a.speed, cells)
         return 0
     special = ", ".join(f"{k}: {v}" for k, v in bins.items() if v != n_time and k in names)
     first = f" ({reps_run.start}-{reps_run.stop - 1})" if a.first_rep else ""
@@ -342,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
           + ("inducing points: the model's defaults; " if max_inducing is None
              else f"at most {max_inducing} inducing points; ")
           + f"latent speed s.d. {a.speed:g} deg/s; "
+          + "".join(f"{k.replace('_', ' ')} {v}; " for k, v in cells.items())
           + ("each half's bins chained as consecutive; " if a.no_time_gaps
              else "the prior spans the gaps between a half's bins; ")
           + ("" if refit is None else f"training fits refined by {refit['rounds']} smoothing "
@@ -354,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     workers = a.workers or os.cpu_count() or 1
     # every (recording, repetition) is submitted at once: the process pool stays busy
-    shared = recordings(names, bins)
+    shared = recordings(names, bins, cells)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool, \
             ThreadPoolExecutor(max(1, len(shared) * reps)) as driver:
         futures = {
@@ -366,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows = []
         for name in names:
-            key = recording_key(name, bins)
+            key = recording_key(name, bins, cells)
             per_rep = [futures[key, r].result() for r in reps_run]
             for metric in (*SCORES, *DIAGNOSTICS):
                 res = summarise(name, per_rep, metric)

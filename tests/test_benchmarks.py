@@ -159,3 +159,26 @@ def test_cv_topology_noise_sets_the_recording_and_every_candidates_likelihood(mo
     assert seen["likelihood"] == "poisson" and np.allclose(seen["Y"], np.round(seen["Y"]))
     with pytest.raises(SystemExit):
         cv.main(["--noise", "cauchy"])
+
+
+def test_cv_topology_tuning_flags_reach_every_recording_and_bad_values_are_refused(capsys):
+    cv = _load("cv_topology")
+    cells = cv.generator_kwargs("gaussian_bump", "20,35", "0,0", "5")
+    assert cells == {"tuning": "gaussian_bump", "width": (20.0, 35.0), "baseline": (0.0, 0.0),
+                     "peak_rate": (5.0, 5.0)}
+    assert cv.generator_kwargs() == {}
+    # the cells override every comparison's generator arguments, so recordings that shared a
+    # key still share one, and the overridden recording differs from the default one
+    bins = {name: 300 for name in cv.COMPARISONS}
+    plain = cv.recordings(["T2-3way", "SO3-3way"], bins)
+    wide = cv.recordings(["T2-3way", "SO3-3way"], bins, {"width": (50.0, 70.0)})
+    assert len(plain) == len(wide) == 2 and set(plain).isdisjoint(wide)
+    key = cv.recording_key("T2-3way", bins, {"width": (50.0, 70.0)})
+    data = cv.make_recording(key[0], dict(key[1]), 0, 6, 20, 0, 400.0)
+    assert data.params["widths"].min() >= 50.0 and data.params["widths"].max() <= 70.0
+    for argv, needle in ((["--width", "20,x"], "--width"), (["--peak-rate", "1,2,3"], "--peak"),
+                         (["--only", "SO3", "--tuning", "gaussian_bump"], "SO3"),
+                         (["--only", "ring", "--baseline", "5,70"], "baseline")):
+        with pytest.raises(SystemExit):
+            cv.main(argv)
+        assert needle in capsys.readouterr().err
