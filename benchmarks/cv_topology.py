@@ -74,7 +74,9 @@ COMPARISONS = {
     "SO3": (datasets.so3, {}, "SO3", ["SO3", "R3"]),
     # S³ contains the T² model (Clifford torus; docs/crossval.md): held-out likelihood has no
     # reason to favour T² over S³ here (S³ won 2/2 at 1000 bins; with --test-posterior smoothed
-    # T² won 3 of 6 repetitions, a tie; with --noise gaussian T² won 0/10, S³ 8/10)
+    # T² won 3 of 6 repetitions, a tie; with --noise gaussian T² won 0/10, S³ 8/10; nor with other
+    # cells: --neurons 100, --baseline 0,0, --tuning gaussian_bump, --width 20,35 (with or without
+    # --neurons 120), --prior uniform, high-SNR Gaussian noise, T² best in at most 1 of 4)
     "T2-3way": (datasets.torus, {"d": 2}, "T2", ["T2", "SO3", "S3"]),
     # T² data whose neurons have a width per angle, in ratios that differ between neurons (up to
     # 2:1): S³'s tori give every neuron the same ratio (docs/crossval.md), the T² model with a
