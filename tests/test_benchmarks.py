@@ -170,9 +170,11 @@ def test_cv_topology_tuning_flags_reach_every_recording_and_bad_values_are_refus
     # the cells override every comparison's generator arguments, so recordings that shared a
     # key still share one, and the overridden recording differs from the default one
     bins = {name: 300 for name in cv.COMPARISONS}
-    plain = cv.recordings(["T2-3way", "SO3-3way"], bins)
-    wide = cv.recordings(["T2-3way", "SO3-3way"], bins, {"width": (50.0, 70.0)})
+    names = ["SO3", "SO3-3way", "T2-3way"]  # the SO(3) comparisons share their recording
+    plain = cv.recordings(names, bins)
+    wide = cv.recordings(names, bins, {"width": (50.0, 70.0)})
     assert len(plain) == len(wide) == 2 and set(plain).isdisjoint(wide)
+    assert sorted(wide.values()) == sorted(plain.values())
     key = cv.recording_key("T2-3way", bins, {"width": (50.0, 70.0)})
     data = cv.make_recording(key[0], dict(key[1]), 0, 6, 20, 0, 400.0)
     assert data.params["widths"].min() >= 50.0 and data.params["widths"].max() <= 70.0
