@@ -273,13 +273,12 @@ def print_antipodes(names: list[str], bins: dict[str, int], reps, seed: int,
     antipodes (:func:`antipodal_revisits`, at quaternion angles of 15° and 30°: the generator's
     field half-widths of 30–60° of rotation)."""
     for name in names:
-        gen, kw, truth, _ = COMPARISONS[name]
-        if truth != "SO3":
+        if COMPARISONS[name][2] != "SO3":
             continue
-        kw = {k: v for k, v in {**kw, **(cells or {})}.items() if k != "n_time"}
+        gen, kw, n_time = recording_key(name, bins, cells)
         rows = []
         for r in reps:
-            data = make_recording(gen, kw, r, n_neurons, bins[name], seed, speed)
+            data = make_recording(gen, dict(kw), r, n_neurons, n_time, seed, speed)
             rows.append([antipodal_revisits(data.latents[0], a) for a in (15.0, 30.0)])
         rows = np.asarray(rows)
         print(f"{name}: fraction of bins whose antipode the lifted path visits, within 15° / "
@@ -375,10 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = generator_kwargs(a.tuning, a.width, a.baseline, a.peak_rate)
     except ValueError as err:
         p.error(str(err))
-    for name in names:  # the generators check the cells' settings: refuse them up front
-        gen, kw, _, _ = COMPARISONS[name]
+    for name in names if cells else []:  # the generators check the cells: refuse them up front
+        gen, kw, _ = recording_key(name, bins, cells)
         try:
-            gen(**{**kw, **cells, "n_neurons": 2, "n_time": 2, "seed": 0})
+            gen(**dict(kw), n_neurons=2, n_time=2, seed=0)
         except ValueError as err:
             p.error(f"{name}: {err}")
     if a.antipodes:
