@@ -18,6 +18,8 @@ onto the truth:
 * Products: each factor separately.
 
 Shapes: ``latents`` and ``truth`` ``(..., ambient_dim)`` (e.g. ``(trials, time, ambient)``).
+Points where the truth is NaN (an untracked bin of a real recording) are left out: the symmetry
+is fitted on the others, and their errors are NaN and not counted in the medians and means.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Alignment:
     """Result of :func:`align`.
 
     ``aligned``: the latents mapped into the truth's frame (shape of the input); ``errors``: per
-    point (per point and angle on tori, ``(..., d)``) in radians (distance units on Rᵈ);
+    point (per point and angle on tori, ``(..., d)``) in radians (distance units on Rᵈ), NaN
+    where the truth is NaN;
     ``median_error`` / ``mean_error`` over all entries; ``per_dim_median``: per angle on tori (per
     factor on products); ``transform``: a JSON-able description. :meth:`apply` maps model points
     into the truth's frame, :meth:`inverse` truth points into the model's frame (e.g. to evaluate
@@ -99,15 +102,22 @@ def align(
         raise ValueError("no points to align")
     shape = x.shape
     xf, yf = x.reshape(-1, shape[-1]), y.reshape(-1, shape[-1])
-    fwd, inv, err, desc = _align_flat(xf, yf, manifold, euclid, restarts, seed)
+    if not bool(torch.isfinite(xf).all()):
+        raise ValueError("latents contain NaN/inf entries")
+    ok = torch.isfinite(yf).all(-1)
+    if not bool(ok.any()):
+        raise ValueError("every truth point is NaN (untracked): nothing to align to")
+    fwd, inv, err, desc = _align_flat(xf[ok], yf[ok], manifold, euclid, restarts, seed)
     aligned = fwd(xf)
-    err_t = err(aligned, yf)
+    err_t = err(aligned[ok], yf[ok])
+    full = torch.full((xf.shape[0], *err_t.shape[1:]), float("nan"), dtype=err_t.dtype)
+    full[ok] = err_t
     if err_t.dim() == 1:
         per_dim = [float(err_t.median())]
-        err_out = err_t.reshape(shape[:-1])
+        err_out = full.reshape(shape[:-1])
     else:
         per_dim = [float(e) for e in err_t.median(0).values]
-        err_out = err_t.reshape(*shape[:-1], err_t.shape[-1])
+        err_out = full.reshape(*shape[:-1], err_t.shape[-1])
     return Alignment(
         aligned=aligned.reshape(shape),
         errors=err_out,

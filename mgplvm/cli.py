@@ -2,6 +2,7 @@
 
     mgplvm demo                      fit the bundled head-direction recording and write a report
     mgplvm fit FILE --manifold T1    fit one manifold to a recording
+    mgplvm decode MODEL FILE         infer the latents of new data under a fitted model
     mgplvm crossval FILE --manifolds T1,R1,S2 --splits 10
     mgplvm simulate [SETTINGS.json] --save out.h5
     mgplvm comms --n 6 --noise 1     rate of normal vs non-normal chains
@@ -38,14 +39,40 @@ def _add_refit_args(p: argparse.ArgumentParser, what: str) -> None:
                    help="iterations per refit round (default 600)")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_recording_args(p: argparse.ArgumentParser) -> None:
+    """How to read a recording file: arrays, bins, tracked angle, time window."""
     p.add_argument("file", help="recording: .h5/.hdf5 (mgplvm schema or any, with --array), "
                    ".npz, .npy, .mat or .nwb")
     p.add_argument("--array", help="name of the count array inside the file (default: Y, counts, "
-                   "spikes, spike_counts or data)")
-    p.add_argument("--bin-size", type=float, help="seconds per bin (if the file has none)")
-    p.add_argument("--layout", choices=["neurons,time", "time,neurons"],
-                   help="axis order of a 2-D array (default neurons,time)")
+                   "spikes, spike_counts or data); several names separated by commas are "
+                   "joined along the neurons, e.g. ADn,Pos")
+    p.add_argument("--layout", choices=["neurons,time", "time,neurons"], metavar="LAYOUT",
+                   help="axis order of a 2-D array: neurons,time (default) or time,neurons")
+    p.add_argument("--bin-size", type=float, metavar="SECONDS",
+                   help="bin size to fit at: counts of consecutive bins of the file are summed "
+                   "(a whole multiple of the file's bin size); for a file that stores no bin "
+                   "size and without --file-bin-size, the file's own bin size")
+    p.add_argument("--file-bin-size", type=float, metavar="SECONDS",
+                   help="seconds per bin of a file that stores none (default: --bin-size)")
+    p.add_argument("--angle", metavar="NAME",
+                   help="tracked head direction (radians) in the file: one value per bin, "
+                   "(time, angle) pairs as two columns, or samples at --angle-rate; resampled to "
+                   "the bins by circular means; NaN = untracked (default: head_direction)")
+    p.add_argument("--angle-rate", type=float, metavar="HZ",
+                   help="sampling rate of --angle when it has its own clock")
+    p.add_argument("--angle-start", type=float, default=0.0, metavar="SECONDS",
+                   help="time of the first --angle sample (default 0)")
+    p.add_argument("--bin-times", metavar="NAME",
+                   help="each bin's start time in seconds: an array in the file, or a .npy/.txt "
+                   "file; gaps between joined epochs are passed to the latent prior")
+    p.add_argument("--start", type=float, metavar="SECONDS",
+                   help="use only bins starting at or after this time")
+    p.add_argument("--stop", type=float, metavar="SECONDS",
+                   help="use only bins starting before this time")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    _add_recording_args(p)
     p.add_argument("--likelihood", default="poisson", choices=["poisson", "negbin", "gaussian"],
                    help="observation model (default poisson, for spike counts)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -83,14 +110,39 @@ def build_parser() -> argparse.ArgumentParser:
                          "tuning curves and figures in --out.")
     _add_data_args(fit)
     fit.add_argument("--manifold", default="T1", help=MANIFOLD_HELP + " (default T1)")
-    fit.add_argument("--iterations", type=int, default=None, help="optimisation steps")
+    fit.add_argument("--iterations", type=int, default=None,
+                     help="most iterations: EM passes over the data on the ring (default 200, "
+                     "stopping earlier once converged), optimisation steps elsewhere (default "
+                     "1000)")
     fit.add_argument("--optimizer", default="adam",
-                     choices=["adam", "ngd", "fishleg", "ngd+fishleg"])
+                     choices=["adam", "ngd", "fishleg", "ngd+fishleg"],
+                     help="optimiser of stochastic fits (default adam; the ring's EM fit has "
+                     "none)")
+    fit.add_argument("--posterior", default="auto", choices=["auto", "grid", "relie"],
+                     help="latent posterior: grid (T1 only: the exact posterior of the path on "
+                     "a grid of angles, fitted by EM), relie (per-bin Gaussians, stochastic "
+                     "fit), auto (default: grid on T1, relie elsewhere)")
     fit.add_argument("--init", default="pca", choices=["pca", "quadratic", "random"],
                      help="latent start: leading principal components (pca, default), the SO(3) "
                      "fit of 9 PCs as a linear image of q q^T (quadratic: much closer on SO(3) "
                      "data, minutes to compute), or uniform draws (random)")
     _add_refit_args(fit, "the fit")
+
+    dec = sub.add_parser(
+        "decode", help="infer the latents of new data under a fitted model",
+        description="Infer the latents of another recording of the same neurons (e.g. sleep) "
+        "under a model saved by `mgplvm fit` (its tuning curves frozen; on the ring the exact "
+        "posterior, with the random walk's step s.d. re-learned on the new data). Writes "
+        "decoded.h5 (posterior mean and credible band per bin), summary.json and a figure.")
+    dec.add_argument("model", help="model.pt written by `mgplvm fit`")
+    _add_recording_args(dec)
+    dec.add_argument("--level", type=float, default=0.95,
+                     help="credible level of the band (default 0.95)")
+    dec.add_argument("--keep-dynamics", action="store_true",
+                     help="keep the fitted step s.d. instead of re-learning it on the new data")
+    dec.add_argument("--out", default="mgplvm_decoded", help="output folder (default "
+                     "mgplvm_decoded)")
+    dec.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     cv = sub.add_parser("crossval", help="compare manifolds by cross-validation",
                         description="Held-out neurons x held-out time bins cross-validation; "

@@ -4,6 +4,9 @@ Generators (all deterministic given ``seed``) return a :class:`SyntheticData` wi
 ``Y`` of shape ``(trials, neurons, time)`` and the ground truth that produced them:
 
 * :func:`head_direction_ring` — head-direction cells on the circle T¹;
+* :func:`realistic_head_direction` — an ADn-like population with real-data statistics, turning
+  behaviour with pauses and fast turns, and a coarser, noisy tracker (:mod:`mgplvm.head_direction`;
+  the default of ``mgplvm simulate``);
 * :func:`torus` (Tᵈ), :func:`sphere2` (S²), :func:`sphere3` (S³), :func:`so3` (SO(3)),
   :func:`euclid` (Rᵈ).
 
@@ -58,11 +61,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from mgplvm.head_direction import realistic_head_direction
 from mgplvm.manifolds import Euclid, LatentManifold, Torus, wrap_angle
 
 __all__ = [
     "SyntheticData",
     "head_direction_ring",
+    "realistic_head_direction",
     "torus",
     "sphere2",
     "sphere3",
@@ -159,9 +164,18 @@ class SyntheticData:
     def tuning(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """True firing rates (Hz) at points ``x (..., n, ambient)`` -> ``(..., neurons, n)``.
 
-        ``data.tuning(data.latents)`` equals ``data.rates``.
+        ``data.tuning(data.latents)`` equals ``data.rates`` (for
+        :func:`realistic_head_direction`, whose rates are averaged over each bin's movement, up
+        to that averaging).
         """
         p = self.params
+        if self.generator == "realistic_head_direction":
+            from mgplvm.head_direction import _rates
+
+            x = np.asarray(x, dtype=np.float64)
+            flat = _rates(x.reshape(-1, x.shape[-1])[:, 0], p)  # (neurons, n_total)
+            n = x.shape[-2]
+            return np.moveaxis(flat.reshape(-1, *x.shape[:-2], n), 0, -2)
         return _tuning_rates(
             self.manifold,
             p["tuning"],
@@ -177,6 +191,11 @@ class SyntheticData:
         from mgplvm.io import Recording
 
         hd = self.latents[..., 0] if self.manifold_name == "T1" else None
+        if "tracker_angles" in self.params:  # what a tracker delivers, resampled to the bins
+            from mgplvm.io import resample_angle
+
+            hd = resample_angle(self.params["tracker_times"], self.params["tracker_angles"],
+                                self.bin_size, self.n_time)[None]
         return Recording(
             self.Y,
             self.bin_size,
@@ -610,6 +629,7 @@ def euclid(
 
 
 GENERATORS: dict[str, Callable[..., SyntheticData]] = {
+    "realistic_head_direction": realistic_head_direction,
     "head_direction_ring": head_direction_ring,
     "torus": torus,
     "sphere2": sphere2,

@@ -170,7 +170,7 @@ def fit(
     model: MGPLVM,
     Y: Any,
     *,
-    n_iter: int = 1500,
+    n_iter: int | None = None,
     n_mc: int = 8,
     lr: float = 0.05,
     lr_manifold: float | None = None,
@@ -183,7 +183,7 @@ def fit(
     train: str = "all",
     early_stopping: bool = True,
     patience: int = 200,
-    rtol: float = 1e-4,
+    rtol: float | None = None,
     ema: float = 0.05,
     progress: bool = True,
     seed: int | None = None,
@@ -194,11 +194,19 @@ def fit(
 ) -> FitResult:
     """Fit ``model`` to ``Y (trials, neurons, time)`` by maximising the ELBO.
 
+    Models with the exact grid posterior of the ring (the default on T¹) are fitted by EM
+    (:func:`mgplvm.em.fit_em`: exact E-steps, one pass over the data per iteration, stopped when
+    the ELBO gains less than ``rtol`` (default 1e-6) over 3 iterations, at most ``n_iter``
+    (default 200)); of the arguments below they use ``n_iter``, ``rtol``, ``train``,
+    ``progress``, ``callback``, ``checkpoint``, ``checkpoint_every`` and ``resume``. Every other
+    model is fitted by stochastic variational inference as described here.
+
     Args:
         model: an :class:`~mgplvm.model.MGPLVM`; initialised from ``Y`` first if it was not
             (:meth:`~mgplvm.model.MGPLVM.init_from_data`; latents only — ``"decode"`` — when
             ``train="latents"``).
-        n_iter: maximum number of iterations (total, counting those of a resumed run).
+        n_iter: maximum number of iterations (total, counting those of a resumed run; default
+            1500).
         n_mc: latent samples per iteration (vectorised particles: one batched GP evaluation of
             ``n_mc · trials · batch`` points).
         lr, lr_manifold: Adam step of Euclidean and of manifold parameters (default: ``lr``).
@@ -213,7 +221,8 @@ def fit(
         optimizer, optimizer_kwargs: see the module docstring.
         train: ``"all"`` or ``"latents"`` (everything but q(g) frozen; for held-out data).
         early_stopping, patience, rtol, ema: stop when the EMA (weight ``ema``) of the loss has not
-            improved by ``rtol`` (relative) for ``patience`` iterations.
+            improved by ``rtol`` (relative, default 1e-4) for ``patience`` iterations counted from
+            the end of the KL annealing (β > 0.99).
         progress: show a tqdm bar with the ELBO.
         seed: seed torch / numpy / random (``pyro.set_rng_seed``) before fitting.
         checkpoint, checkpoint_every: save model, optimiser, iteration, RNG and config to
@@ -227,6 +236,18 @@ def fit(
     """
     if not isinstance(model, MGPLVM):
         raise TypeError(f"model must be an MGPLVM, got {type(model).__name__}")
+    from mgplvm.grid import GridPosterior
+
+    if isinstance(model.latents, GridPosterior):
+        from mgplvm.em import fit_em
+
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        return fit_em(model, Y, n_iter=n_iter, rtol=rtol, train=train, progress=progress,
+                      callback=callback, checkpoint=checkpoint,
+                      checkpoint_every=checkpoint_every, resume=resume)
+    n_iter = 1500 if n_iter is None else n_iter
+    rtol = 1e-4 if rtol is None else rtol
     if train not in ("all", "latents"):
         raise ValueError(f"train must be 'all' or 'latents', got {train!r}")
     if batch_mode not in ("window", "random"):
@@ -499,7 +520,10 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
         if config["early_stopping"]:
             a = config["ema"]
             es["ema"] = value if es["ema"] is None else (1 - a) * es["ema"] + a * value
-            if es["ema"] < es["best"] - config["rtol"] * abs(es["best"]) or es["best"] == math.inf:
+            if (es["ema"] < es["best"] - config["rtol"] * abs(es["best"])
+                    or es["best"] == math.inf or beta <= 0.99):
+                # the patience clock starts when the annealing ends: before, the loss is still
+                # moving with β and a plateau of the EMA means nothing
                 es["best"], es["best_it"] = es["ema"], it
             elif beta > 0.99 and it - es["best_it"] >= config["patience"]:
                 reason, converged = "converged", True

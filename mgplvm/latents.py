@@ -782,8 +782,11 @@ PRIORS: dict[str, type[LatentPrior]] = {
 
 
 def default_prior(manifold: LatentManifold) -> str:
-    """``"uniform"`` on compact manifolds, ``"gp"`` on Rᵈ."""
-    return "uniform" if manifold.is_compact else "gp"
+    """``"brownian"`` on every manifold: a random walk on Lie-algebra increments with a learned
+    step s.d. (head direction and most behavioural variables move smoothly, and one prior family
+    for every candidate keeps cross-validated comparisons fair). The same default is used by
+    :class:`~mgplvm.MGPLVM`, :func:`mgplvm.crossvalidate` and the command line."""
+    return "brownian"
 
 
 def get_prior(name: str | None, manifold: LatentManifold, **kwargs: Any) -> LatentPrior:

@@ -58,6 +58,7 @@ from gpytorch.variational.variational_strategy import ComputePredictiveUpdates
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 
+from mgplvm.grid import DEFAULT_GRID_POINTS, GridPosterior
 from mgplvm.kernels import (
     ManifoldMaternKernel,
     ManifoldRBFKernel,
@@ -68,6 +69,7 @@ from mgplvm.latents import (
     BrownianPrior,
     LatentPrior,
     ReLiePosterior,
+    UniformPrior,
     get_prior,
     pca_init,
     rotation_quadratic_init,
@@ -474,7 +476,13 @@ class LatentPosteriorSummary:
     dim)`` (Σ of the tangent Gaussian), ``sd (trials, time, dim)``; on tori and Rᵈ per-coordinate
     credible bands ``lower``/``upper`` ``(trials, time, dim)`` = μ ∓ z·sd (angles not wrapped);
     ``radius (trials, time)``: the ``level`` quantile of the geodesic distance ``dist(μ, g)`` under
-    q (Monte Carlo)."""
+    q (Monte Carlo).
+
+    With the grid posterior of the ring (:mod:`mgplvm.grid`) everything is exact: ``mean`` the
+    circular mean of each bin's marginal, ``sd`` its circular s.d., ``radius`` the smallest
+    half-width of an arc around the mean that holds ``level`` of the posterior, and
+    ``lower``/``upper`` = mean ∓ radius (so the band holds ``level`` of the posterior even where
+    it is skewed or has two modes)."""
 
     mean: torch.Tensor
     cov: torch.Tensor
@@ -483,6 +491,21 @@ class LatentPosteriorSummary:
     upper: torch.Tensor | None
     radius: torch.Tensor
     level: float
+
+
+def _resolve_posterior(name: str, manifold: LatentManifold, prior: LatentPrior) -> str:
+    """``"auto"`` -> ``"grid"`` on T¹ with a Brownian or uniform prior, else ``"relie"``."""
+    ring = isinstance(manifold, Torus) and manifold.dim == 1
+    if name == "auto":
+        return "grid" if ring and type(prior) in (BrownianPrior, UniformPrior) else "relie"
+    if name not in ("grid", "relie"):
+        raise ValueError(f"latent_posterior must be 'auto', 'grid' or 'relie', got {name!r}")
+    if name == "grid" and not ring:
+        raise ValueError(f"latent_posterior='grid' is for the ring T1, not {manifold!r}")
+    if name == "grid" and type(prior) not in (BrownianPrior, UniformPrior):
+        raise ValueError(f"latent_posterior='grid' needs a Brownian or uniform prior, not "
+                         f"{type(prior).__name__}")
+    return name
 
 
 def _check_bin_times(bin_times: Any, n_time: int) -> torch.Tensor | None:
@@ -518,6 +541,13 @@ class MGPLVM(nn.Module):
         prior: ``"uniform"``, ``"brownian"``, ``"ar1"``, ``"gp"`` or None (uniform on compact
             manifolds, GP over time on Rᵈ); ``prior_kwargs`` go to its constructor.
         latent_cov: ``"full"`` or ``"diagonal"`` Σ_t; ``latent_sd``: its initial s.d.
+        latent_posterior: ``"grid"`` — on the ring T¹ only: the exact posterior of the latent
+            path on a grid of ``grid_points`` angles (a hidden Markov chain, filled by the
+            forward–backward recursion; :mod:`mgplvm.grid`), fitted by EM (:mod:`mgplvm.em`);
+            ``"relie"`` — per-bin Gaussians on the Lie algebra (:class:`~mgplvm.latents.
+            ReLiePosterior`), fitted by stochastic variational inference; ``"auto"`` (default):
+            ``"grid"`` on T¹ with a Brownian or uniform prior, else ``"relie"``.
+        grid_points: angles of the grid posterior (default 120, 3° apart).
         latent_coupling: ``"none"`` (mean-field over bins) or ``"ar1"`` (the posterior noise is
             an AR(1) process over consecutive bins with learned correlation: same marginals,
             but a learned Brownian/AR(1) prior is no longer biased toward rough paths; see
@@ -556,6 +586,8 @@ class MGPLVM(nn.Module):
         latent_cov: str = "full",
         latent_sd: float = 0.1,
         latent_coupling: str = "none",
+        latent_posterior: str = "auto",
+        grid_points: int | None = None,
         variational_distribution: str | type = "cholesky",
         learn_inducing: bool = True,
         Y: Any = None,
@@ -634,10 +666,17 @@ class MGPLVM(nn.Module):
             self.prior: LatentPrior = get_prior(prior, manifold, **(prior_kwargs or {}))
             self._config["prior"] = self.prior.name
             self._config["prior_kwargs"] = self.prior.config()
-            self.latents = ReLiePosterior(
-                manifold, self.n_trials, self.n_time, cov=latent_cov, init_sd=latent_sd,
-                coupling=latent_coupling,
-            )
+            posterior = _resolve_posterior(latent_posterior, manifold, self.prior)
+            self._config["latent_posterior"] = posterior
+            if posterior == "grid":
+                self.latents = GridPosterior(manifold, self.n_trials, self.n_time,
+                                             n_points=grid_points or DEFAULT_GRID_POINTS)
+                self._config["grid_points"] = self.latents.n_points
+            else:
+                self.latents = ReLiePosterior(
+                    manifold, self.n_trials, self.n_time, cov=latent_cov, init_sd=latent_sd,
+                    coupling=latent_coupling,
+                )
             self._config["latent_kmax"] = self.latents.kmax
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("latents_initialized", torch.tensor(False))
@@ -659,11 +698,11 @@ class MGPLVM(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.latents.mu.dtype
+        return self.gp.covar_module.raw_outputscale.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.latents.mu.device
+        return self.gp.covar_module.raw_outputscale.device
 
     @property
     def bin_size(self) -> float:
@@ -700,6 +739,9 @@ class MGPLVM(nn.Module):
             prior_kwargs=cfg.pop("prior_kwargs", None),
             latent_cov=cfg.pop("latent_cov", "full"),
             latent_coupling=cfg.pop("latent_coupling", "none"),
+            # saved before the grid posterior existed: the per-bin Gaussian one
+            latent_posterior=cfg.pop("latent_posterior", "relie"),
+            grid_points=cfg.pop("grid_points", None),
             variational_distribution=vd,
             learn_inducing=cfg.pop("learn_inducing", True),
             init=cfg.pop("init", "pca"),
@@ -798,7 +840,16 @@ class MGPLVM(nn.Module):
         a cross-validation fold). The first call stores its candidate points and transition
         matrices there, and later calls reuse them instead of drawing and computing their own;
         they do not depend on the tuning curves.
+
+        With the grid posterior (T¹) ``"decode"`` and ``"smooth"`` both give the exact posterior
+        under the current tuning curves and prior (one forward–backward pass); the other
+        methods set bumps around their path (:meth:`~mgplvm.grid.GridPosterior.set_mean`).
         """
+        if isinstance(self.latents, GridPosterior) and method in ("decode", "smooth"):
+            from mgplvm.em import fit_em
+
+            fit_em(self, Y, train="latents", learn_prior=False, progress=False)
+            return
         if isinstance(method, torch.Tensor | np.ndarray):
             mu = torch.as_tensor(method, dtype=self.dtype, device=self.device)
             self.manifold.validate(mu, "initial latents")
@@ -1122,6 +1173,13 @@ class MGPLVM(nn.Module):
         :class:`LatentPosteriorSummary`)."""
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
+        if isinstance(self.latents, GridPosterior):  # exact marginals: no sampling needed
+            mean, sd, radius = self.latents.summary(level)
+            mu = mean[..., None].to(self.dtype)
+            sd = sd[..., None].to(self.dtype)
+            r = radius[..., None].to(self.dtype)
+            return LatentPosteriorSummary(mu, sd.pow(2)[..., None], sd, mu - r, mu + r,
+                                          radius.to(self.dtype), level)
         q = self.latents.distribution()
         cov = self.latents.covariance
         sd = torch.diagonal(cov, dim1=-2, dim2=-1).sqrt()
@@ -1306,6 +1364,46 @@ class MGPLVM(nn.Module):
             new.init_latents(Y, init)
         return new
 
+    def decode(
+        self,
+        Y: Any,
+        *,
+        bin_times: Any = None,
+        level: float = 0.95,
+        learn_prior: bool = True,
+        n_iter: int = 300,
+        progress: bool = False,
+    ) -> tuple[LatentPosteriorSummary, MGPLVM]:
+        """Infer the latents of new data ``Y (trials, neurons, time)`` from the same neurons under
+        this model's frozen tuning curves — e.g. the internal head direction during sleep from a
+        model fitted on wake.
+
+        The latent posterior has this model's family: with the grid posterior (T¹) the exact
+        posterior of the new path, with the Brownian step s.d. re-learned on the new data by EM
+        (``learn_prior``; sleep dynamics differ from wake); otherwise the per-bin Gaussians of a
+        latent-only fit of ``n_iter`` iterations from the ``"decode"`` start. ``bin_times``: the
+        new bins' times, in bins (gaps between epochs). Returns ``(summary, model)``: the
+        :class:`LatentPosteriorSummary` at ``level`` and the model of the new data (a copy).
+        """
+        Y = torch.as_tensor(np.asarray(Y) if isinstance(Y, np.ndarray) else Y)
+        if Y.dim() == 2:
+            Y = Y[None]
+        if Y.dim() != 3 or Y.shape[1] != self.n_neurons:
+            raise ValueError(f"Y must be (trials, {self.n_neurons} neurons, time) for this model; "
+                             f"got shape {tuple(Y.shape)}")
+        new = self.with_new_latents(Y.shape[-1], Y.shape[0], bin_times=bin_times)
+        if isinstance(new.latents, GridPosterior):
+            from mgplvm.em import fit_em
+
+            fit_em(new, Y, train="latents", learn_prior=learn_prior, progress=progress,
+                   n_iter=n_iter)
+        else:
+            from mgplvm.fitting import fit
+
+            new.init_latents(Y, "decode")
+            fit(new, Y, train="latents", n_iter=n_iter, progress=progress)
+        return new.latent_posterior(level=level), new
+
     def generative_parameters(self) -> list[nn.Parameter]:
         """Everything but the latent posterior: GP, likelihood and prior parameters."""
         latent = {id(p) for p in self.latents.parameters()}
@@ -1313,9 +1411,12 @@ class MGPLVM(nn.Module):
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> None:
-        """Save config (JSON-able dict) and parameters (plain tensors) with ``torch.save``."""
-        torch.save({"format": FORMAT, "config": self.config(), "state_dict": _plain_state(self)},
-                   path)
+        """Save config (JSON-able dict) and parameters (plain tensors) with ``torch.save``.
+
+        The write is atomic: a temporary file in the same folder, flushed to disk, then renamed
+        over ``path``, so an interrupted save leaves any earlier file intact."""
+        atomic_torch_save({"format": FORMAT, "config": self.config(),
+                           "state_dict": _plain_state(self)}, path)
 
     @classmethod
     def load(cls, path: str | Path, map_location: Any = None) -> MGPLVM:
@@ -1342,6 +1443,27 @@ def _scale(beta: float):
     if isinstance(beta, torch.Tensor) or beta != 1.0:
         return poutine.scale(scale=beta)
     return contextlib.nullcontext()
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same folder, fsync'ed and then
+    renamed over ``path`` (atomic on POSIX and Windows): a crash mid-write never leaves ``path``
+    truncated."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -37,13 +37,13 @@ __all__ = [
     "run_demo",
 ]
 
-#: defaults of :func:`fit_recording` (override by keyword)
+#: defaults of :func:`fit_recording` for models fitted by stochastic variational inference (every
+#: manifold but the ring, whose exact-posterior EM fit has its own defaults,
+#: :data:`mgplvm.em.EM_DEFAULTS`); override by keyword
 FIT_DEFAULTS: dict[str, Any] = {"n_iter": 1000, "n_mc": 4, "lr": 0.05, "max_full_batch": 1000,
                                 "batch_size": 500}
-#: latent prior used by the workflows on every manifold: a random walk on Lie-algebra increments
-#: (head direction and most behavioural variables move smoothly); the same prior family for every
-#: candidate keeps cross-validated comparisons fair (Rᵈ would otherwise get its GP-in-time prior
-#: and compact manifolds a prior with no temporal smoothness)
+#: latent prior used by the workflows on every manifold: the package default
+#: (:func:`mgplvm.latents.default_prior`, a random walk on Lie-algebra increments)
 WORKFLOW_PRIOR = "brownian"
 
 
@@ -68,6 +68,55 @@ def load(path: str | Path, array: str | None = None, bin_size: float | None = No
         raise CLIError(msg) from err
 
 
+def load_from_args(args):
+    """The recording named on the command line, read with the data options of
+    :func:`mgplvm.cli._add_recording_args` (arrays, angle, bin times), then re-binned
+    (``--bin-size``) and cut to ``--start``/``--stop``."""
+    from mgplvm.io import MissingBinSizeError, load_recording
+
+    p = Path(args.file)
+    if not p.exists():
+        raise CLIError(
+            f"no such file: {p}. Give the path of a recording (.h5/.hdf5, .npz, .npy, .mat or "
+            "an .nwb file), or run `mgplvm demo` to use the bundled one."
+        )
+    for flag, value in (("--bin-size", args.bin_size), ("--file-bin-size", args.file_bin_size),
+                        ("--angle-rate", args.angle_rate)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise CLIError(f"{flag} must be a positive number, got {value}")
+    times: Any = args.bin_times
+    if times is not None and Path(times).suffix in (".npy", ".txt") and Path(times).exists():
+        times = np.load(times) if times.endswith(".npy") else np.loadtxt(times)
+    kw = {"array": args.array, "layout": args.layout, "angle": args.angle,
+          "angle_rate": args.angle_rate, "angle_start": args.angle_start, "bin_times": times}
+    try:
+        try:
+            rec = load_recording(p, bin_size=args.file_bin_size, **kw)
+        except MissingBinSizeError:
+            if args.bin_size is None:
+                raise
+            rec = load_recording(p, bin_size=args.bin_size, **kw)
+        if args.bin_size is not None and abs(args.bin_size - rec.bin_size) > 1e-9 * rec.bin_size:
+            rec = rec.rebin(args.bin_size)
+        if args.start is not None or args.stop is not None:
+            rec = rec.window(args.start, args.stop)
+    except KeyError as err:
+        msg = str(err.args[0] if err.args else err)
+        raise CLIError(msg.replace("Pass array='<name>' to choose one.",
+                                   "Choose one with --array NAME.")) from err
+    except ValueError as err:
+        raise CLIError(_flag_names(str(err))) from err
+    return rec
+
+
+def _flag_names(msg: str) -> str:
+    """Library messages name keyword arguments; on the command line they are flags."""
+    for kw, flag in (("layout=", "--layout "), ("bin_size=", "--bin-size "),
+                     ("angle_rate=", "--angle-rate "), ("array=", "--array ")):
+        msg = msg.replace(kw, flag)
+    return msg
+
+
 def _check_manifold(name: str):
     from mgplvm.model import manifold_from_name
 
@@ -81,32 +130,47 @@ def _check_manifold(name: str):
 def fit_recording(rec, manifold: str = "T1", *, likelihood: str = "poisson", seed: int = 0,
                   progress: bool = True, optimizer: str = "adam", init: str = "pca",
                   refit_steps: Sequence[float] | None = None, refit_rounds: int = 3,
-                  refit_iter: int = 600, **overrides: Any):
+                  refit_iter: int = 600, model_kwargs: dict[str, Any] | None = None,
+                  **overrides: Any):
     """Fit an :class:`~mgplvm.MGPLVM` on ``manifold`` to ``rec`` -> ``(model, FitResult)``.
 
-    Recordings longer than ``max_full_batch`` bins are fitted on random windows of
-    ``batch_size`` bins per iteration (an unbiased ELBO estimate; see :func:`mgplvm.fit`).
-    ``overrides`` update :data:`FIT_DEFAULTS`; other keys are passed to :func:`mgplvm.fit`.
-    ``init``: the latent start (:class:`~mgplvm.MGPLVM`'s ``init``; ``"quadratic"`` on SO(3)).
+    The model is the package default for ``manifold`` (on the ring: the exact grid posterior,
+    fitted by EM with :data:`mgplvm.em.EM_DEFAULTS` — the same fit as
+    ``mgplvm.fit(mgplvm.MGPLVM("T1", ...), Y)``); the recording's bin times (gaps between joined
+    epochs) go to the latent prior. Other manifolds are fitted by stochastic variational
+    inference with :data:`FIT_DEFAULTS`: recordings longer than ``max_full_batch`` bins on
+    random windows of ``batch_size`` bins per iteration (an unbiased ELBO estimate; see
+    :func:`mgplvm.fit`). ``overrides`` update those defaults; other keys are passed to
+    :func:`mgplvm.fit`.
+    ``init``: the latent start (:class:`~mgplvm.MGPLVM`'s ``init``; ``"quadratic"`` on SO(3));
+    ``model_kwargs``: further :class:`~mgplvm.MGPLVM` arguments (e.g. ``latent_posterior``).
     With ``refit_steps`` (Brownian step s.d.s, rad/bin) the fit is followed by ``refit_rounds``
     rounds of :func:`mgplvm.refit_by_smoothing` of ``refit_iter`` iterations each; the returned
     result then spans every phase (losses concatenated, iterations and seconds summed) and its
     ``config["refit"]`` holds the chosen step s.d.s and the evidence of each candidate.
     """
     from mgplvm.fitting import FitResult, fit, refit_by_smoothing
+    from mgplvm.grid import GridPosterior
     from mgplvm.model import MGPLVM
 
-    cfg = {**FIT_DEFAULTS, **overrides}
-    max_full = cfg.pop("max_full_batch")
-    batch = cfg.pop("batch_size")
     n_trials, n_neurons, n_time = rec.Y.shape
-    if n_time > max_full:
-        cfg["batch_size"] = batch
-    model_kwargs: dict[str, Any] = {"prior": cfg.pop("prior", WORKFLOW_PRIOR), "init": init}
+    model_kwargs = {"prior": overrides.pop("prior", WORKFLOW_PRIOR), "init": init,
+                    **(model_kwargs or {})}
     if optimizer in ("ngd", "ngd+fishleg"):
         model_kwargs["variational_distribution"] = "natural"
     model = MGPLVM(manifold, n_neurons, n_time, n_trials, likelihood=likelihood,
-                   bin_size=rec.bin_size, seed=seed, **model_kwargs)
+                   bin_size=rec.bin_size, seed=seed, bin_times=rec.bin_times_in_bins(),
+                   **model_kwargs)
+    if isinstance(model.latents, GridPosterior):  # the exact-posterior EM fit
+        if refit_steps is not None:
+            raise ValueError("smoothing refits are for stochastic fits; the ring's EM fit "
+                             "already uses the exact posterior of the path")
+        return model, fit(model, rec.Y, seed=seed, progress=progress, **overrides)
+    cfg = {**FIT_DEFAULTS, **overrides}
+    max_full = cfg.pop("max_full_batch")
+    batch = cfg.pop("batch_size")
+    if n_time > max_full:
+        cfg["batch_size"] = batch
     result = fit(model, rec.Y, seed=seed, progress=progress, optimizer=optimizer, **cfg)
     if refit_steps is None:
         return model, result
@@ -402,17 +466,23 @@ def cmd_fit(args) -> int:
     manifold = _check_manifold(args.manifold)
     if args.init == "quadratic" and manifold.name != "SO3":
         raise CLIError(f"--init quadratic is for --manifold SO3, not {args.manifold}")
-    kw: dict = {"init": args.init}
+    kw: dict = {"init": args.init, "model_kwargs": {"latent_posterior": args.posterior}}
     if args.iterations is not None:
+        if args.iterations < 1:
+            raise CLIError(f"--iterations must be at least 1, got {args.iterations}")
         kw["n_iter"] = args.iterations
     if (refit := _refit_args(args)) is not None:
         kw.update(refit_steps=refit["step_sds"], refit_rounds=refit["rounds"],
                   refit_iter=refit["n_iter"])
-    rec = load(args.file, args.array, args.bin_size, args.layout)
+    rec = load_from_args(args)
     out = Path(args.out)
     print(rec.summary())
-    model, result = fit_recording(rec, args.manifold, likelihood=args.likelihood, seed=args.seed,
-                                  progress=not args.no_progress, optimizer=args.optimizer, **kw)
+    try:
+        model, result = fit_recording(rec, args.manifold, likelihood=args.likelihood,
+                                      seed=args.seed, progress=not args.no_progress,
+                                      optimizer=args.optimizer, **kw)
+    except ValueError as err:
+        raise CLIError(_flag_names(str(err))) from err
     report = Report(out, title=f"mgplvm fit: {Path(args.file).name} on {args.manifold}")
     report.add_text("Recording", rec.summary(), preformatted=True)
     summary = report_fit(report, model, result, rec, source=args.file)
@@ -454,7 +524,7 @@ def cmd_crossval(args) -> int:
         _check_manifold(m)
     if args.splits < 1:
         raise CLIError(f"--splits must be at least 1, got {args.splits}")
-    rec = load(args.file, args.array, args.bin_size, args.layout)
+    rec = load_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(rec.summary())
@@ -470,6 +540,74 @@ def cmd_crossval(args) -> int:
     index = report.write()
     print(cv.table())
     print(f"table: {out / 'cv.txt'}  plot: {out / 'crossval.png'}  report: {index}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    import h5py
+
+    from mgplvm.alignment import align
+    from mgplvm.model import MGPLVM
+    from mgplvm.plotting import plot_latent_vs_truth
+    from mgplvm.report import Report
+
+    if not Path(args.model).exists():
+        raise CLIError(f"no such model file: {args.model} (write one with `mgplvm fit`)")
+    if not 0 < args.level < 1:
+        raise CLIError(f"--level must be in (0, 1), got {args.level}")
+    try:
+        model = MGPLVM.load(args.model)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CLIError(f"cannot read {args.model} as a saved model: {err}") from err
+    rec = load_from_args(args)
+    if rec.n_neurons != model.n_neurons:
+        raise CLIError(f"{args.file} has {rec.n_neurons} neurons, the model {model.n_neurons}: "
+                       "decode needs the same neurons in the same order (see --array)")
+    print(rec.summary())
+    post, decoded = model.decode(rec.Y, bin_times=rec.bin_times_in_bins(), level=args.level,
+                                 learn_prior=not args.keep_dynamics,
+                                 progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"model": str(args.model), "file": str(args.file),
+                               "bins": rec.n_time, "level": args.level,
+                               "manifold": model.manifold.name}
+    if getattr(decoded.prior, "step_sd", None) is not None:
+        summary["step_sd_rad"] = [float(v) for v in decoded.prior.step_sd.detach().reshape(-1)]
+    with h5py.File(out / "decoded.h5", "w") as f:
+        f.attrs["manifold"] = model.manifold.name
+        f.attrs["level"] = args.level
+        f.attrs["bin_size"] = rec.bin_size
+        f["mean"] = post.mean.cpu().numpy()
+        f["radius"] = post.radius.cpu().numpy()
+        f["sd"] = post.sd.cpu().numpy()
+        f["times"] = rec.times
+        if post.lower is not None:
+            f["lower"] = post.lower.cpu().numpy()
+            f["upper"] = post.upper.cpu().numpy()
+    report = Report(out, title=f"mgplvm decode: {Path(args.file).name} under {args.model}")
+    report.add_text("Recording", rec.summary(), preformatted=True)
+    truth = _truth_of(rec, model.manifold.name)
+    if model.manifold.name == "T1":
+        n_show = min(rec.n_time, int(40.0 / rec.bin_size))
+        times = rec.times[:n_show]
+        shown, half = post.mean[0, :n_show, 0], post.radius[0, :n_show]
+        tracked = None
+        if truth is not None:  # in the tracked frame, with the error after alignment
+            import torch
+
+            al = align(post.mean, torch.as_tensor(truth, dtype=post.mean.dtype), model.manifold)
+            summary["median_error_deg"] = float(np.degrees(al.median_error))
+            shown, tracked = al.aligned[0, :n_show, 0], truth[0, :n_show, 0]
+        fig = plot_latent_vs_truth(times, shown, shown - half, shown + half, truth=tracked)
+        report.add_figure("decoded", fig, "Decoded latent",
+                          f"Posterior mean with its {100 * args.level:g}% band"
+                          + (" (aligned to the tracked angle by the ring's symmetries)"
+                             if tracked is not None else "") + ".")
+    index = report.write()
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(json.dumps(summary, indent=1, default=float))
+    print(f"latents: {out / 'decoded.h5'}  report: {index}")
     return 0
 
 

@@ -147,7 +147,7 @@ def test_test_start_sees_only_the_input_half_at_test_bins(monkeypatch, test_init
     monkeypatch.setattr(MGPLVM, "init_latents", spy)
     res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
                         progress=False, n_eval_samples=2, test_init=test_init,
-                        model_kwargs={"prior": "brownian"})
+                        model_kwargs={"prior": "brownian", "latent_posterior": "relie"})
     assert all(r["status"] == "ok" for r in res.records), res.failed
     assert res.config.get("test_init", "decode") == test_init
     split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
@@ -159,7 +159,8 @@ def test_test_start_sees_only_the_input_half_at_test_bins(monkeypatch, test_init
     # one cache per (manifold, fold) task, shared by its two directions
     assert starts[0]["cache"] == starts[1]["cache"] and starts[2]["cache"] == starts[3]["cache"]
     with pytest.raises(ValueError, match="Brownian latent prior"):
-        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="smooth")
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="smooth",
+                      model_kwargs={"prior": "uniform"})
     with pytest.raises(ValueError, match="test_init"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, test_init="viterbi")
 
@@ -183,7 +184,7 @@ def test_smoothed_posterior_sees_only_the_input_half_and_runs_no_test_fit(monkey
     monkeypatch.setattr(MGPLVM, "smooth_latents", spy)
     res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
                         progress=False, test_posterior="smoothed", n_particles=50,
-                        model_kwargs={"prior": "brownian"})
+                        model_kwargs={"prior": "brownian", "latent_posterior": "relie"})
     assert all(r["status"] == "ok" for r in res.records), res.failed
     assert res.config["test_posterior"] == "smoothed" and res.config["n_particles"] == 50
     assert [c["train"] for c in fake.calls] == ["all", "all"]  # training fits only
@@ -198,13 +199,14 @@ def test_smoothed_posterior_sees_only_the_input_half_and_runs_no_test_fit(monkey
         assert r["pred_ll_per_datum"] > r["ll_per_datum"]
     with pytest.raises(ValueError, match="Brownian latent prior"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
-                      test_posterior="smoothed")
+                      test_posterior="smoothed", model_kwargs={"prior": "uniform"})
     with pytest.raises(ValueError, match="test_posterior"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
                       test_posterior="particles")
     with pytest.raises(ValueError, match="n_particles"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, n_particles=1,
-                      test_posterior="smoothed", model_kwargs={"prior": "brownian"})
+                      test_posterior="smoothed",
+                      model_kwargs={"prior": "brownian", "latent_posterior": "relie"})
 
 
 def test_smoothing_refit_sees_only_training_bins_and_its_elbo_is_recorded(monkeypatch):
@@ -223,7 +225,8 @@ def test_smoothing_refit_sees_only_training_bins_and_its_elbo_is_recorded(monkey
     monkeypatch.setattr(fit_module, "refit_by_smoothing", fake_refit)
     opts = {"step_sds": [0.05, 0.1], "rounds": 2, "n_iter": 3}
     res = crossvalidate(unique_counts(), ["T1", "R1"], n_splits=1, seed=3, n_workers=1,
-                        progress=False, refit_kwargs=opts, model_kwargs={"prior": "brownian"})
+                        progress=False, refit_kwargs=opts,
+                        model_kwargs={"prior": "brownian", "latent_posterior": "relie"})
     assert all(r["status"] == "ok" for r in res.records), res.failed
     split = make_splits(N_NEURONS, N_TIME, 1, seed=3)[0]
     assert len(refits) == 2
@@ -237,15 +240,21 @@ def test_smoothing_refit_sees_only_training_bins_and_its_elbo_is_recorded(monkey
     assert all(len(r["step_sd"]) == 1 and r["step_sd"][0] > 0 for r in res.records)
     assert res.config["refit_kwargs"] == opts
     plain = crossvalidate(unique_counts(), ["T1"], n_splits=1, seed=3, n_workers=1,
-                          progress=False)
+                          progress=False, model_kwargs={"prior": "uniform"})
     assert "refit_kwargs" not in plain.config and len(refits) == 2
-    # the default (uniform) prior has no step s.d.
+    # the uniform prior has no step s.d.
     assert plain.records[0]["refit_step_sds"] is None and plain.records[0]["step_sd"] is None
+    # the ring's default grid posterior is exact: no smoothing refit for it
+    grid = crossvalidate(unique_counts(), ["T1"], n_splits=1, seed=3, n_workers=1,
+                         progress=False, refit_kwargs=opts)
+    assert len(refits) == 2 and grid.records[0]["refit_step_sds"] is None
     with pytest.raises(ValueError, match="step_sds"):
         crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False,
-                      refit_kwargs={"rounds": 2}, model_kwargs={"prior": "brownian"})
+                      refit_kwargs={"rounds": 2},
+                      model_kwargs={"prior": "brownian", "latent_posterior": "relie"})
     with pytest.raises(ValueError, match="Brownian latent prior"):
-        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, refit_kwargs=opts)
+        crossvalidate(unique_counts(), ["T1"], n_splits=1, progress=False, refit_kwargs=opts,
+                      model_kwargs={"prior": "uniform"})
 
 
 def test_particle_scores_equal_the_sampled_scores_on_equal_weights():
@@ -497,7 +506,8 @@ def test_silent_neuron_warned_once_per_fit_with_the_smoothed_start():
     with pytest.warns(UserWarning) as rec:
         res = crossvalidate(Y, ["T1"], n_splits=1, n_workers=1, progress=False,
                             bin_size=data.bin_size, n_eval_samples=2, test_init="smooth",
-                            model_kwargs={"prior": "brownian", "n_inducing": 6},
+                            model_kwargs={"prior": "brownian", "n_inducing": 6,
+                                          "latent_posterior": "relie"},
                             fit_kwargs={"n_iter": 3, "n_mc": 1},
                             test_fit_kwargs={"n_iter": 2, "n_mc": 1})
     assert res.records[0]["status"] == "ok", res.failed

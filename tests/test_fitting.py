@@ -23,7 +23,10 @@ def ring():
 
 
 def _model(data, **kw):
-    kw = {"n_inducing": 12, "seed": 0, **kw}
+    # these tests exercise the stochastic variational fit: the per-bin Gaussian posterior (the
+    # ring's default grid posterior is fitted by EM, tested in test_em.py), and the uniform
+    # prior unless a test asks for another
+    kw = {"n_inducing": 12, "seed": 0, "latent_posterior": "relie", "prior": "uniform", **kw}
     return MGPLVM("T1", data.n_neurons, data.n_time, bin_size=data.bin_size, **kw)
 
 

@@ -343,8 +343,11 @@ def test_gp_prior_equals_explicit_gaussian():
 
 
 def test_prior_registry_and_gradients():
-    assert isinstance(get_prior(None, Torus(1)), UniformPrior)
-    assert isinstance(get_prior(None, Euclid(1)), GPPrior)
+    # one default everywhere: the random walk (the same in the API, crossvalidate and the CLI)
+    assert isinstance(get_prior(None, Torus(1)), BrownianPrior)
+    assert isinstance(get_prior(None, Euclid(1)), BrownianPrior)
+    assert isinstance(get_prior("uniform", Torus(1)), UniformPrior)
+    assert isinstance(get_prior("gp", Euclid(1)), GPPrior)
     with pytest.raises(ValueError, match="unknown latent prior"):
         get_prior("levy", Torus(1))
     prior = get_prior("brownian", Torus(1), step_sd=0.3)

@@ -213,7 +213,8 @@ def test_gp_mode_auto_and_float32():
 # ------------------------------------------------------------------------------ ELBO checks
 def _tiny_gaussian_model(seed=0):
     g = torch.Generator().manual_seed(seed)
-    model = MGPLVM("T1", 3, 5, n_inducing=6, likelihood="gaussian", latent_sd=0.3, seed=seed)
+    model = MGPLVM("T1", 3, 5, n_inducing=6, likelihood="gaussian", latent_sd=0.3, seed=seed,
+                   latent_posterior="relie", prior="uniform")
     _randomise_q_u(model, seed)
     with torch.no_grad():
         model.likelihood.noise = 0.2 + torch.rand(3, generator=g)
@@ -346,6 +347,7 @@ def test_gaussian_model_with_fixed_latents_reaches_exact_marginal_likelihood():
 # ------------------------------------------------------------------------------ outputs
 def _fitted_like_model(likelihood="poisson", **kw):
     g = torch.Generator().manual_seed(0)
+    kw = {"latent_posterior": "relie", "prior": "uniform", **kw}
     model = MGPLVM("T1", 4, 12, n_inducing=8, likelihood=likelihood, bin_size=0.1, seed=0, **kw)
     if likelihood == "gaussian":
         Y = torch.randn(1, 4, 12, generator=g)
@@ -523,9 +525,12 @@ def test_with_new_latents_copies_generative_model():
 def test_singular_inducing_covariance_is_handled_by_jitter():
     model = MGPLVM("T1", 2, 5, n_inducing=4, seed=0)
     vs = model.gp.variational_strategy
-    vs.jitter_val = 0.0  # no default jitter: the plain Cholesky of K_uu fails
+    # K_uu of rank 1 (identical inducing points) less 1e-9 I: three eigenvalues of -1e-9, so
+    # the plain Cholesky fails whatever the rounding of K_uu (with no jitter at all its tiny
+    # off-diagonal rounding errors may leave it numerically positive definite)
+    vs.jitter_val = -1e-9
     with torch.no_grad():
-        vs.inducing_points.fill_(0.3)  # K_uu of rank 1
+        vs.inducing_points.fill_(0.3)
     with pytest.warns(Warning, match="jitter"):
         mean, var = model.gp_marginals(torch.linspace(-3, 3, 7)[:, None])
     assert torch.isfinite(mean).all() and torch.isfinite(var).all()

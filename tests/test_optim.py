@@ -490,6 +490,7 @@ def _tiny_mgplvm(data, natural: bool):
     return MGPLVM(
         "T1", data.n_neurons, data.n_time, bin_size=data.bin_size, seed=0, n_inducing=8,
         variational_distribution="natural" if natural else "cholesky",
+        latent_posterior="relie", prior="uniform",  # the stochastic fit's optimisers
     )
 
 

@@ -206,7 +206,7 @@ def test_fit_with_smoothing_refits(tmp_path):
     out = tmp_path / "fit"
     argv = ["fit", str(path), "--iterations", "30", "--refit-steps", "0.05,0.3",
             "--refit-rounds", "2", "--refit-iterations", "20", "--init", "random",
-            "--out", str(out), "--no-progress"]
+            "--posterior", "relie", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 30 + 2 * 20
@@ -238,5 +238,9 @@ def test_fit_recording_skips_refits_after_a_failed_fit(monkeypatch):
     monkeypatch.setattr(mgplvm.fitting, "refit_by_smoothing", no_refit)
     rec = load_recording(BUNDLED)
     with pytest.warns(UserWarning, match="refits were skipped"):
-        _, result = fit_recording(rec, "T1", refit_steps=[0.1])
+        _, result = fit_recording(rec, "T1", refit_steps=[0.1],
+                                  model_kwargs={"latent_posterior": "relie"})
     assert result.reason == "nan"
+    # the ring's default grid posterior is exact: refits are refused with a reason
+    with pytest.raises(ValueError, match="exact posterior"):
+        fit_recording(rec, "T1", refit_steps=[0.1])
