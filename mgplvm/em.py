@@ -26,11 +26,16 @@ data:
    ``Σ_{t} E_q[log p_σ(φ(g_{t+1}) − φ(g_t))] + Σ_t E_q[log φ'(g_t)]`` (the expected complete-data
    log-density of the prior in the new coordinates) and moves the marginals to ``φ(θ_k)``; the
    next M-step refits the tuning curves there (parameter-expanded EM, Liu, Rubin & Wu 1998).
-   If an iteration after a warp lowers the ELBO, the previous state is restored and warping
-   stops.
+   Successive warps that point the same way are over-relaxed (up to 8×). The warp runs in the
+   first ``warp_iters`` iterations only (default 10): enough to undo the distortion of the
+   PCA start. It maximises the prior's share of the ELBO alone (the tuning curves' GP prior is
+   not invariant under warps), so left on it would trade the tuning curves' fit for perfectly
+   homogeneous steps; afterwards plain EM climbs the ELBO itself. If an iteration after a warp
+   lowers the ELBO, the previous state is restored and the warp step is damped or stopped.
 
-Convergence: the fit stops when the ELBO gained less than ``rtol`` (relative) over the last
-``patience`` iterations, or after ``n_iter`` iterations.
+Convergence: the fit stops when the ELBO gained less than ``rtol`` nats per datum (per neuron
+and bin) and iteration, averaged over the last ``patience`` iterations, or after ``n_iter``
+iterations.
 
 Hand-written: neither Pyro nor GPyTorch has an EM fit with an exact discrete latent chain and
 GP emissions; the M-step objective is built from the model's GPyTorch SVGP and likelihood.
@@ -52,13 +57,13 @@ from tqdm.auto import tqdm
 from mgplvm.fitting import FitResult
 from mgplvm.grid import GridPosterior, forward_backward, transition_matrices
 from mgplvm.latents import BrownianPrior
-from mgplvm.model import MGPLVM, _plain_state
+from mgplvm.model import MGPLVM, _plain_state, atomic_torch_save
 
-__all__ = ["fit_em", "EM_DEFAULTS", "decode_grid"]
+__all__ = ["fit_em", "EM_DEFAULTS"]
 
 #: defaults of :func:`fit_em`
-EM_DEFAULTS: dict[str, Any] = {"n_iter": 200, "rtol": 1e-6, "patience": 3, "m_steps": 20,
-                               "warp": True, "warp_harmonics": 6}
+EM_DEFAULTS: dict[str, Any] = {"n_iter": 200, "rtol": 1e-5, "patience": 5, "m_steps": 20,
+                               "warp": True, "warp_iters": 10, "warp_harmonics": 6}
 
 CHECKPOINT_FORMAT = "mgplvm.em-checkpoint/1"
 
@@ -318,6 +323,7 @@ def fit_em(
     patience: int | None = None,
     m_steps: int | None = None,
     warp: bool | None = None,
+    warp_iters: int | None = None,
     warp_harmonics: int | None = None,
     train: str = "all",
     learn_prior: bool | None = None,
@@ -334,10 +340,11 @@ def fit_em(
             default there); initialised from ``Y`` first if it was not.
         Y: ``(trials, neurons, time)``.
         n_iter: most iterations (each one pass over the data; default 200).
-        rtol, patience: stop when the ELBO gained less than ``rtol`` (relative) over the last
-            ``patience`` iterations (defaults ``1e-6``, 3).
+        rtol, patience: stop when the ELBO gained less than ``rtol`` nats per datum and
+            iteration over the last ``patience`` iterations (defaults ``1e-5``, 5).
         m_steps: L-BFGS iterations per M-step (default 50).
-        warp, warp_harmonics: the parameter-expansion warp step and its Fourier terms.
+        warp, warp_iters, warp_harmonics: the parameter-expansion warp step, the iterations it
+            runs in (the first ``warp_iters``, default 10) and its Fourier terms.
         train: ``"all"``, or ``"latents"``: tuning curves frozen, one exact E-step (plus the
             step s.d. by EM with ``learn_prior``) — decoding new data.
         learn_prior: learn the Brownian step s.d. (default: with ``train="all"`` when the prior
@@ -359,7 +366,7 @@ def fit_em(
         raise ValueError(f"train must be 'all' or 'latents', got {train!r}")
     cfg = {**EM_DEFAULTS, **{k: v for k, v in {
         "n_iter": n_iter, "rtol": rtol, "patience": patience, "m_steps": m_steps, "warp": warp,
-        "warp_harmonics": warp_harmonics}.items() if v is not None}}
+        "warp_iters": warp_iters, "warp_harmonics": warp_harmonics}.items() if v is not None}}
     if int(cfg["n_iter"]) < 1 or int(cfg["patience"]) < 1 or int(cfg["m_steps"]) < 1:
         raise ValueError("n_iter, patience and m_steps must be at least 1")
     if not (math.isfinite(float(cfg["rtol"])) and float(cfg["rtol"]) >= 0):
@@ -386,27 +393,15 @@ def fit_em(
             elif train == "latents" and not bool(model.latents_initialized):
                 model.latents_initialized.fill_(True)
     data = _GridData(Y, model.likelihood)
+    n_data = data.N * data.B * data.T
     points = model.latents.points.to(model.dtype)
     K = points.shape[0]
 
     losses: list[float] = [] if ckpt is None else ckpt["losses"].tolist()
     start = 0 if ckpt is None else int(ckpt["iteration"])
-    use_warp = bool(cfg["warp"]) and brownian and train == "all" if ckpt is None else bool(
-        ckpt["warp_on"])
     elapsed0 = 0.0 if ckpt is None else float(ckpt["elapsed"])
     t0 = time.perf_counter()
     reason, converged = "max_iter", False
-
-    def save(it: int) -> None:
-        if checkpoint is None:
-            return
-        blob = {"format": CHECKPOINT_FORMAT, "model_config": model.config(),
-                "model_state": _plain_state(model), "iteration": it,
-                "losses": torch.tensor(losses, dtype=torch.float64), "warp_on": use_warp,
-                "elapsed": elapsed0 + time.perf_counter() - t0, "config": config}
-        tmp = Path(str(checkpoint) + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(checkpoint)
 
     if train == "latents":  # the tuning curves are frozen: the exact posterior, and σ by EM
         gamma, elbo, counts, gaps = _e_step(model, data, points, pairs=learn_prior)
@@ -415,7 +410,7 @@ def fit_em(
             _update_step_sd(model, counts, gaps)
             gamma, elbo, counts, gaps = _e_step(model, data, points)
             losses.append(-elbo)
-            if losses[-2] - losses[-1] <= float(cfg["rtol"]) * abs(losses[-1]):
+            if losses[-2] - losses[-1] <= float(cfg["rtol"]) * n_data:
                 reason, converged = "converged", True
                 break
         model.latents.set_probs(gamma)
@@ -424,19 +419,41 @@ def fit_em(
                          converged or not learn_prior, reason if learn_prior else "converged",
                          config)
 
-    gamma = model.latents.probs.detach().cpu().numpy()
-    best = (-math.inf, None)
-    # over-relaxation of the warp: each warp removes only part of the remaining distortion
-    # (the pairwise marginals are computed under the homogeneous prior), so consecutive warps
-    # point the same way; their step grows while they do, and shrinks when they turn back
-    relax, previous = 1.0, None
+    # the loop's state beyond the model: the marginals the next M-step uses (moved by the last
+    # warp), the best state so far, and the warp's over-relaxation. Each warp removes only part
+    # of the remaining distortion (the pairwise marginals are computed under the homogeneous
+    # prior), so consecutive warps point the same way: their step grows while they do, and
+    # shrinks when they turn back.
+    if ckpt is None:
+        state: dict[str, Any] = {
+            "gamma": model.latents.probs.detach().cpu().numpy(), "best_elbo": -math.inf,
+            "best": None, "relax": 1.0, "previous": None,
+            "use_warp": bool(cfg["warp"]) and brownian}
+    else:
+        state = {k: ckpt["state"][k] for k in ("best_elbo", "relax", "use_warp")}
+        state["gamma"] = ckpt["state"]["gamma"].numpy()
+        state["best"] = ckpt["state"]["best"] or None
+        previous = ckpt["state"]["previous"]
+        state["previous"] = previous if previous.numel() else None
+
+    def save(it: int) -> None:
+        blob = {"format": CHECKPOINT_FORMAT, "model_config": model.config(),
+                "model_state": _plain_state(model), "iteration": it,
+                "losses": torch.tensor(losses, dtype=torch.float64),
+                "elapsed": elapsed0 + time.perf_counter() - t0, "config": config,
+                "state": {**state, "gamma": torch.from_numpy(state["gamma"]),
+                          "best": state["best"] or {},
+                          "previous": torch.zeros(0) if state["previous"] is None
+                          else state["previous"]}}
+        atomic_torch_save(blob, checkpoint)
+
     harmonics = int(cfg["warp_harmonics"])
     bar = tqdm(range(start, int(cfg["n_iter"])), disable=not progress, desc="mGPLVM (EM)",
                leave=False, initial=start, total=int(cfg["n_iter"]))
-    it = start
+    it = start - 1
     for it in bar:
         before = _snapshot(model)
-        stats = data.statistics(torch.from_numpy(gamma).to(model.dtype))
+        stats = data.statistics(torch.from_numpy(state["gamma"]).to(model.dtype))
         _m_step(model, data, stats, points, int(cfg["m_steps"]))
         gamma, elbo, counts, gaps = _e_step(model, data, points)
         if not math.isfinite(elbo):
@@ -445,35 +462,38 @@ def fit_em(
                           "state restored", RuntimeWarning, stacklevel=2)
             reason = "nan"
             break
-        if elbo < best[0] - 1e-9 * abs(best[0]) and use_warp:
+        if elbo < state["best_elbo"] - 1e-9 * abs(state["best_elbo"]) and state["use_warp"]:
             # the last warp did not pay off: go back to the best state, warp less (or stop)
-            model.load_state_dict(best[1])
-            gamma = model.latents.probs.detach().cpu().numpy()
-            use_warp, relax, previous = relax > 1, 1.0, None
+            model.load_state_dict(state["best"])
+            state.update(gamma=model.latents.probs.detach().cpu().numpy(),
+                         use_warp=state["relax"] > 1, relax=1.0, previous=None)
             continue
         model.latents.set_probs(gamma)
         losses.append(-elbo)
-        if elbo >= best[0]:
-            best = (elbo, _snapshot(model))
+        if elbo >= state["best_elbo"]:
+            state.update(best_elbo=elbo, best=_snapshot(model))
         if learn_prior:
             _update_step_sd(model, counts, gaps)
-        if use_warp:
+        if state["use_warp"] and it >= int(cfg["warp_iters"]):
+            state["use_warp"] = False
+        if state["use_warp"]:
             coef, gain = _fit_warp(counts, gaps, gamma.reshape(-1, K).sum(0), _step_sd(model),
                                    harmonics)
             if gain > 0:
-                if previous is not None:
-                    same_way = float(coef @ previous) > 0
-                    relax = min(2 * relax, 8.0) if same_way else max(1.0, relax / 4)
-                previous = coef
-                gamma = _push(gamma, _warp(relax * coef, K, harmonics)[0].numpy())
+                if state["previous"] is not None:
+                    same_way = float(coef @ state["previous"]) > 0
+                    relax = state["relax"]
+                    state["relax"] = min(2 * relax, 8.0) if same_way else max(1.0, relax / 4)
+                state["previous"] = coef
+                gamma = _push(gamma, _warp(state["relax"] * coef, K, harmonics)[0].numpy())
+        state["gamma"] = gamma
         if progress:
             sd = _step_sd(model)
             bar.set_postfix(elbo=f"{elbo:.6g}",
                             step=f"{math.degrees(sd):.2f}°" if sd is not None else "-")
         stop = bool(callback(it, -elbo, model)) if callback is not None else False
         n = int(cfg["patience"])
-        if len(losses) > n and losses[-1 - n] - losses[-1] <= float(cfg["rtol"]) * abs(
-                losses[-1]):
+        if len(losses) > n and losses[-1 - n] - losses[-1] <= float(cfg["rtol"]) * n * n_data:
             reason, converged, stop = "converged", True, True
         if checkpoint is not None and (it + 1) % int(checkpoint_every) == 0:
             save(it + 1)
@@ -481,20 +501,10 @@ def fit_em(
             reason = reason if converged else "callback"
             break
     bar.close()
-    if best[1] is not None and -losses[-1] < best[0]:
-        model.load_state_dict(best[1])
-    model.latents_initialized.fill_(True)
     if checkpoint is not None:
-        save(len(losses))
+        save(it + 1)
+    if state["best"] is not None and -losses[-1] < state["best_elbo"]:
+        model.load_state_dict(state["best"])
+    model.latents_initialized.fill_(True)
     return FitResult(np.asarray(losses, dtype=np.float64),
                      elapsed0 + time.perf_counter() - t0, len(losses), converged, reason, config)
-
-
-@torch.no_grad()
-def decode_grid(model: MGPLVM, Y: torch.Tensor, learn_prior: bool = True):
-    """Exact grid posterior of new data under a fitted ring model's frozen tuning curves (and,
-    with ``learn_prior``, the step s.d. re-learned by EM on the new data) -> the probabilities
-    ``(trials, time, K)``. ``Y`` must match the model's shape (see
-    :meth:`~mgplvm.model.MGPLVM.decode`, which builds such a model)."""
-    fit_em(model, Y, train="latents", learn_prior=learn_prior, progress=False)
-    return model.latents.probs

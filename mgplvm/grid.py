@@ -172,7 +172,8 @@ def circular_summary(
     ``probs (..., K)`` -> ``mean (...)`` (the angle of ``Σ_k γ_k e^{iθ_k}``), ``sd (...)`` =
     ``√(−2 log R)`` with ``R`` the mean resultant length, and ``radius (...)``: the smallest
     distance ``r`` from the mean such that the arc ``[mean − r, mean + r]`` holds at least
-    ``level`` of the probability (cells counted whole, by their centres)."""
+    ``level`` of the probability (each cell's mass spread evenly over its width, so the radius
+    is not rounded to the grid)."""
     K = probs.shape[-1]
     theta = grid_points(K, probs.dtype, probs.device)
     z_c, z_s = (probs * theta.cos()).sum(-1), (probs * theta.sin()).sum(-1)
@@ -181,12 +182,22 @@ def circular_summary(
     sd = torch.sqrt(-2 * torch.log(R))
     if level is None:
         return mean, sd, None
+    # each cell spans [d − h/2, d + h/2] ∩ [0, π] in distance from the mean (d the distance of
+    # its centre); the mass within distance r, Σ_k p_k · (the fraction of cell k's span below
+    # r), is piecewise linear and increasing in r: find r by bisection
+    h = 2 * math.pi / K
     d = (torch.remainder(theta - mean[..., None] + math.pi, 2 * math.pi) - math.pi).abs()
-    order = d.argsort(-1)
-    cum = torch.gather(probs, -1, order).cumsum(-1)
-    first = (cum < level).sum(-1, keepdim=True).clamp_max(K - 1)
-    radius = torch.gather(torch.gather(d, -1, order), -1, first)[..., 0]
-    return mean, sd, radius
+    lower, upper = (d - h / 2).clamp_min(0), (d + h / 2).clamp_max(math.pi)
+    width = upper - lower
+    lo = torch.zeros_like(mean)
+    hi = torch.full_like(mean, math.pi)
+    for _ in range(40):  # π / 2⁴⁰: far below any use
+        mid = 0.5 * (lo + hi)
+        mass = (probs * ((mid[..., None] - lower) / width).clamp(0, 1)).sum(-1)
+        below = mass < level
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return mean, sd, hi
 
 
 class GridMarginals(TorchDistribution):
