@@ -195,7 +195,7 @@ def _fit_in_process(rec, seed: int, threads: int):
         "mean": post.mean[0, :, 0].numpy(), "radius": post.radius[0].numpy(),
         "tuning": mean_rate.numpy(), "grid": grid, "cpu": cpu, "peak_mb": peak,
         "iterations": int(result.n_iter), "reason": result.reason,
-        "step_deg": math.degrees(float(model.prior.step_sd.reshape(-1)[0])),
+        "step_deg": math.degrees(float(model.prior.step_sd.detach().reshape(-1)[0])),
     }
 
 

@@ -167,10 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_refit_args(cv, "each training fit")
 
     sim = sub.add_parser("simulate", help="generate a synthetic recording",
-                         description="Generate a synthetic recording from a settings file "
-                         "(default: the bundled ring) and print its summary.")
-    sim.add_argument("settings", nargs="?", default=None, help="settings JSON")
-    sim.add_argument("--save", help="write it to this .h5 file")
+                         description="Generate a synthetic recording and print its summary: "
+                         "by default a realistic anterodorsal head-direction session "
+                         "(mgplvm.datasets.realistic_head_direction: 32 cells, 30 min, turning "
+                         "with pauses and fast turns, a 30-Hz tracker), or any generator from a "
+                         "settings JSON.")
+    sim.add_argument("settings", nargs="?", default=None,
+                     help="settings JSON ({\"generator\": ..., \"params\": {...}}); default: "
+                     "the realistic head-direction session")
+    sim.add_argument("--minutes", type=float, default=30.0,
+                     help="session length of the default simulation (default 30)")
+    sim.add_argument("--neurons", type=int, default=32,
+                     help="cells of the default simulation (default 32)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--save", metavar="OUT.h5", help="write it to this .h5 file (without it "
+                     "nothing is written)")
 
     comms = sub.add_parser("comms", help="transmission rate of normal vs non-normal chains",
                            description="Maximal transmission rate of a non-normal chain (forward "

@@ -15,23 +15,24 @@ data:
 2. **E-step** (latents): the forward–backward recursion under the current tuning curves and the
    Brownian prior gives the exact marginals ``γ_t`` and ``log p(Y)`` of the model restricted to
    the grid, so ``ELBO = log p(Y) − Σ_n KL(q(u_n) ‖ p(u_n))`` is exact (no Monte Carlo).
-3. **Step s.d.**: the random walk's step s.d. maximises the expected log transition density
-   under the pairwise marginals (a one-dimensional search).
-4. **Warp step** (parameter expansion): the ring's parameterisation is not fixed by the
-   likelihood — a smooth reparameterisation ``φ`` of the circle with tuning curves ``f ∘ φ⁻¹``
-   explains the spikes equally well — only by the prior's homogeneity (a random walk steps alike
-   everywhere on the ring). Plain EM moves along that ridge very slowly (a warped start stays
-   warped for hundreds of iterations). Each iteration therefore also fits a smooth circle
-   diffeomorphism ``φ`` (``log φ'`` a Fourier series of ``warp_harmonics`` terms) maximising
-   ``Σ_{t} E_q[log p_σ(φ(g_{t+1}) − φ(g_t))] + Σ_t E_q[log φ'(g_t)]`` (the expected complete-data
-   log-density of the prior in the new coordinates) and moves the marginals to ``φ(θ_k)``; the
-   next M-step refits the tuning curves there (parameter-expanded EM, Liu, Rubin & Wu 1998).
-   Successive warps that point the same way are over-relaxed (up to 8×). The warp runs in the
-   first ``warp_iters`` iterations only (default 10): enough to undo the distortion of the
-   PCA start. It maximises the prior's share of the ELBO alone (the tuning curves' GP prior is
-   not invariant under warps), so left on it would trade the tuning curves' fit for perfectly
-   homogeneous steps; afterwards plain EM climbs the ELBO itself. If an iteration after a warp
-   lowers the ELBO, the previous state is restored and the warp step is damped or stopped.
+3. **Step s.d.**: before each E-step the random walk's step s.d. is set to the value that
+   maximises the evidence ``log p(Y | σ)`` under the new tuning curves (forward passes over up
+   to 20,000 bins, a one-dimensional search), not by EM's update, which moves a state-space
+   noise variance only a small fraction of the way per iteration.
+4. **Warp step**: the ring's parameterisation is not fixed by the likelihood — a smooth
+   reparameterisation ``φ`` of the circle, with tuning curves ``f ∘ φ⁻¹``, explains the spikes
+   equally well — and plain EM moves along that ridge very slowly (a warped start stays warped
+   for hundreds of iterations). In the first ``warp_iters`` iterations (default 10) the
+   marginals are therefore moved to ``φ(θ_k)`` before the next M-step, with ``φ`` chosen so that
+   two cues become uniform around the ring (:func:`_cue_warp`): the speed of the posterior-mean
+   path (a random walk steps alike everywhere) and the widths of the tuning curves (cells are
+   tuned alike everywhere). Either cue alone is biased on real recordings — animals turn faster
+   at some headings, cells' widths scatter — by a few degrees in ways that are independent of
+   each other, so the warp averages them (on the development recording and the realistic
+   simulator the averaged warp's distortion from the tracked or true angle is about half of
+   either one's). The warp is a change of coordinates, not a step of the ELBO: if the ELBO after
+   a warp falls, the previous state is restored and warping stops; after the warp iterations
+   EM climbs the ELBO from where they left it.
 
 Convergence: the fit stops when the ELBO gained less than ``rtol`` nats per datum (per neuron
 and bin) and iteration, averaged over the last ``patience`` iterations, or after ``n_iter``
@@ -63,7 +64,7 @@ __all__ = ["fit_em", "EM_DEFAULTS"]
 
 #: defaults of :func:`fit_em`
 EM_DEFAULTS: dict[str, Any] = {"n_iter": 200, "rtol": 1e-5, "patience": 5, "m_steps": 20,
-                               "warp": True, "warp_iters": 10, "warp_harmonics": 6}
+                               "warp": True, "warp_iters": 10}
 
 CHECKPOINT_FORMAT = "mgplvm.em-checkpoint/1"
 
@@ -188,25 +189,22 @@ def _m_step(model: MGPLVM, data: _GridData, stats, points: torch.Tensor, m_steps
     opt.step(closure)
 
 
-def _e_step(model: MGPLVM, data: _GridData, points: torch.Tensor, pairs: bool = True):
-    """Forward–backward under the current model -> ``(gamma, elbo, counts, trans, gaps)``."""
+def _e_step(model: MGPLVM, data: _GridData, points: torch.Tensor,
+            search_sd: bool = False) -> tuple[np.ndarray, float]:
+    """Forward–backward under the current model -> ``(gamma, elbo)``; with ``search_sd`` the
+    Brownian step s.d. is first set to the value that maximises the evidence
+    (:func:`_search_step_sd`)."""
     with torch.no_grad():
         m, v = model.gp_marginals(points)
         E = data.emission(model.likelihood, m, v)
         kl = float(model.kl_u())
-    sd = _step_sd(model)
     gaps = model.bin_gaps()
-    trans, step = transition_matrices(points.shape[0], sd, gaps, data.T)
-    gamma, log_ev, counts = forward_backward(E.cpu().numpy(), trans.numpy(),
-                                             None if step is None else step.numpy(), pairs)
-    distinct = _distinct_gaps(gaps)
-    return gamma, float(log_ev.sum()) - kl, counts, distinct
-
-
-def _distinct_gaps(gaps: torch.Tensor | None) -> np.ndarray:
-    if gaps is None:
-        return np.ones(1)
-    return torch.unique(gaps.to(torch.float64)).cpu().numpy()
+    if search_sd and _step_sd(model) is not None:
+        _search_step_sd(model, E.cpu().numpy(), gaps, points.shape[0])
+    trans, step = transition_matrices(points.shape[0], _step_sd(model), gaps, data.T)
+    gamma, log_ev, _ = forward_backward(E.cpu().numpy(), trans.numpy(),
+                                        None if step is None else step.numpy(), pairs=False)
+    return gamma, float(log_ev.sum()) - kl
 
 
 def _step_sd(model: MGPLVM) -> float | None:
@@ -216,82 +214,95 @@ def _step_sd(model: MGPLVM) -> float | None:
     return None
 
 
-def _offset_counts(counts: np.ndarray) -> np.ndarray:
-    """``(G, K, K)`` pair counts -> ``(G, K)`` counts per offset ``(j − i) % K``."""
-    G, K, _ = counts.shape
-    i = np.arange(K)
-    off = (i[None, :] - i[:, None]) % K
-    return np.stack([np.bincount(off.ravel(), counts[g].ravel(), K) for g in range(G)])
+#: bins whose evidence chooses the step s.d. (the first ones; all of a shorter recording)
+SD_SEARCH_BINS = 20_000
 
 
-def _update_step_sd(model: MGPLVM, counts: np.ndarray, gaps: np.ndarray) -> None:
-    """Maximise ``Σ_g Σ_δ C_g(δ) log p_{σ√gap_g}(δ)`` over σ and store it in the prior."""
+def _search_step_sd(model: MGPLVM, E: np.ndarray, gaps: torch.Tensor | None, K: int) -> None:
+    """Set the Brownian step s.d. to the maximiser of ``log p(Y | σ)`` under the current tuning
+    curves (forward passes over the first :data:`SD_SEARCH_BINS` bins; Brent's method over
+    ``σ₀/4 … 4σ₀``, to 2%). EM's own update of σ — the expected squared step under the
+    posterior computed with the old σ — moves it by a small fraction of the way per iteration
+    when the path is uncertain (slow EM for a state-space noise variance); this one jumps."""
     from scipy.optimize import minimize_scalar
 
-    from mgplvm.grid import wrapped_normal_cells
+    from mgplvm.grid import log_evidence
 
-    C = torch.from_numpy(_offset_counts(counts))
-    K = C.shape[1]
-    root = torch.from_numpy(np.sqrt(gaps))
+    n = min(E.shape[1], SD_SEARCH_BINS)
+    part = E[:, :n]
+    sub_gaps = None if gaps is None else gaps[: n - 1]
+    sd0 = _step_sd(model)
 
     def negative(log_sd: float) -> float:
-        p = wrapped_normal_cells(K, math.exp(log_sd) * root)
-        return -float((C * p.clamp_min(1e-300).log()).sum())
+        trans, step = transition_matrices(K, math.exp(log_sd), sub_gaps, n)
+        return -float(log_evidence(part, trans.numpy(),
+                                   None if step is None else step.numpy()).sum())
 
-    res = minimize_scalar(negative, bounds=(math.log(1e-3), math.log(2 * math.pi)),
-                          method="bounded", options={"xatol": 1e-4})
+    res = minimize_scalar(negative, bounds=(math.log(sd0 / 4), math.log(sd0 * 4)),
+                          method="bounded", options={"xatol": 0.02, "maxiter": 20})
     with torch.no_grad():
         model.prior.raw_step_sd.fill_(math.log(math.expm1(math.exp(float(res.x)))))
 
 
-def _warp(coef: torch.Tensor, K: int, harmonics: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The circle diffeomorphism ``φ`` with ``log φ' = Σ_m a_m cos mθ + b_m sin mθ − c`` (``c``
-    normalises ``∫φ' = 2π``; ``φ(−π) = −π``) at the grid angles -> ``(φ(θ_k), log φ'(θ_k))``."""
-    fine = 8
-    s = torch.linspace(-math.pi, math.pi, fine * K + 1, dtype=coef.dtype)
-    m = torch.arange(1, harmonics + 1, dtype=coef.dtype)
-    h = (coef[:harmonics] * torch.cos(m * s[:, None])).sum(-1) + (
-        coef[harmonics:] * torch.sin(m * s[:, None])).sum(-1)
-    e = torch.exp(h)
-    F = torch.cat([e.new_zeros(1), torch.cumsum(0.5 * (e[1:] + e[:-1]) * (s[1] - s[0]), 0)])
-    norm = 2 * math.pi / F[-1]
-    idx = torch.arange(K) * fine
-    return -math.pi + norm * F[idx], h[idx] + torch.log(norm)
+def _harmonic_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, grid: np.ndarray,
+                  harmonics: int) -> np.ndarray:
+    """Weighted least-squares fit of ``y`` at angles ``x`` by a constant and ``harmonics``
+    Fourier terms; returns the fitted function less its constant, at ``grid``."""
+    def design(a):
+        return np.column_stack([np.ones_like(a)] + [f(h * a) for h in range(1, harmonics + 1)
+                                                    for f in (np.cos, np.sin)])
+
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(design(x) * sw[:, None], y * sw, rcond=None)
+    return design(grid) @ coef - coef[0]
 
 
-def _fit_warp(counts: np.ndarray, gaps: np.ndarray, occupancy: np.ndarray, step_sd: float,
-              harmonics: int) -> tuple[torch.Tensor, float]:
-    """The warp of the parameter-expansion step -> its Fourier coefficients ``(2·harmonics,)``
-    (:func:`_warp`) and the gain of the objective over no warp (module docstring, step 4)."""
-    G, K, _ = counts.shape
-    pair = torch.from_numpy(counts)
-    occ = torch.from_numpy(occupancy)
-    sds = step_sd * torch.from_numpy(np.sqrt(gaps))[:, None, None]  # (G, 1, 1)
-    coef = torch.zeros(2 * harmonics, dtype=torch.float64, requires_grad=True)
+def _cue_warp(model: MGPLVM, gamma: np.ndarray, points: torch.Tensor,
+              harmonics: int = 3) -> np.ndarray:
+    """``log φ'`` at the grid angles of the warp that makes the ring's parameterisation agree
+    with two cues at once, each a smooth function (``harmonics`` Fourier terms) of the angle:
 
-    def objective() -> torch.Tensor:
-        phi, log_dphi = _warp(coef, K, harmonics)
-        d = torch.remainder(phi[None, :] - phi[:, None] + math.pi, 2 * math.pi) - math.pi
-        dens = sum(torch.exp(-0.5 * ((d + 2 * math.pi * w) / sds) ** 2) for w in (-1, 0, 1))
-        log_p = torch.log(dens.clamp_min(1e-300)) - torch.log(sds)
-        return (pair * log_p).sum() + (occ * log_dphi).sum()
+    * the walk's speed: the r.m.s. step of the posterior-mean path, by the angle it leaves
+      (steps over a gap of ``k`` bins divided by ``√k``), weighted by the time spent there;
+    * the tuning curves' widths: each neuron's half-width at half-maximum, by its preferred
+      angle, weighted by the square root of its modulation (peak − trough, Hz).
 
+    Each cue alone is biased on real recordings (animals turn faster at some headings; cells'
+    widths differ), in ways that are independent of each other, so the warp is the average of
+    the two: ``log φ' = −½ (log speed + log width)`` (less their means)."""
+    grid = points[:, 0].cpu().numpy()
+    K = grid.size
     with torch.no_grad():
-        before = float(objective())
-    opt = torch.optim.LBFGS([coef], lr=1.0, max_iter=50, line_search_fn="strong_wolfe")
+        m, v = model.gp_marginals(points)
+        rate, _ = model.likelihood.mean_moments(m, v)
+    rate = rate.cpu().numpy()
+    pref = grid[rate.argmax(1)]
+    trough, peak = rate.min(1), rate.max(1)
+    above = rate > (trough + (peak - trough) / 2)[:, None]
+    width = np.maximum(above.sum(1), 1) * np.pi / K  # half-width: half the arc above half max
+    log_width = _harmonic_fit(pref, np.log(width), np.sqrt(np.maximum(peak - trough, 0)) + 1e-9,
+                              grid, harmonics)
+    theta = np.arctan2(gamma @ np.sin(grid), gamma @ np.cos(grid))  # (trials, time)
+    step = np.angle(np.exp(1j * np.diff(theta, axis=-1)))
+    gaps = model.bin_gaps()
+    if gaps is not None:
+        step = step / np.sqrt(gaps.cpu().numpy())
+    idx = np.round((theta[:, :-1] + np.pi) * K / (2 * np.pi)).astype(np.int64) % K
+    occ = np.bincount(idx.ravel(), minlength=K).astype(float)
+    ms = np.bincount(idx.ravel(), (step**2).ravel(), K) / np.maximum(occ, 1)
+    ok = (occ > 0) & (ms > 0)
+    log_speed = _harmonic_fit(grid[ok], 0.5 * np.log(ms[ok]), occ[ok], grid, harmonics)
+    return -0.5 * (log_speed + log_width)
 
-    def closure():
-        opt.zero_grad()
-        loss = -objective()
-        loss.backward()
-        return loss
 
-    opt.step(closure)
-    with torch.no_grad():
-        after = float(objective())
-    if not (math.isfinite(after) and after > before):
-        return torch.zeros_like(coef.detach()), 0.0
-    return coef.detach(), after - before
+def _warp_from_log_slope(log_dphi: np.ndarray) -> np.ndarray:
+    """The circle map with ``log φ'`` given at the ``K`` grid angles (``φ(−π) = −π``, total
+    length 2π) -> ``φ`` at the grid angles."""
+    K = log_dphi.size
+    d = np.exp(log_dphi - log_dphi.max())
+    d = d / d.mean()
+    phi = np.concatenate([[0.0], np.cumsum(0.5 * (d[1:] + d[:-1]))]) * (2 * np.pi / K)
+    return -np.pi + phi
 
 
 def _push(gamma: np.ndarray, phi: np.ndarray) -> np.ndarray:
@@ -324,7 +335,6 @@ def fit_em(
     m_steps: int | None = None,
     warp: bool | None = None,
     warp_iters: int | None = None,
-    warp_harmonics: int | None = None,
     train: str = "all",
     learn_prior: bool | None = None,
     progress: bool = True,
@@ -342,11 +352,11 @@ def fit_em(
         n_iter: most iterations (each one pass over the data; default 200).
         rtol, patience: stop when the ELBO gained less than ``rtol`` nats per datum and
             iteration over the last ``patience`` iterations (defaults ``1e-5``, 5).
-        m_steps: L-BFGS iterations per M-step (default 50).
-        warp, warp_iters, warp_harmonics: the parameter-expansion warp step, the iterations it
-            runs in (the first ``warp_iters``, default 10) and its Fourier terms.
-        train: ``"all"``, or ``"latents"``: tuning curves frozen, one exact E-step (plus the
-            step s.d. by EM with ``learn_prior``) — decoding new data.
+        m_steps: L-BFGS iterations per M-step (default 20).
+        warp, warp_iters: the reparameterisation step and the iterations it runs in (the
+            first ``warp_iters``, default 10).
+        train: ``"all"``, or ``"latents"``: tuning curves frozen, one exact E-step (with the
+            step s.d. set by the new data's evidence with ``learn_prior``) — decoding new data.
         learn_prior: learn the Brownian step s.d. (default: with ``train="all"`` when the prior
             learns it; with ``"latents"`` off).
         progress: a progress bar with the ELBO and the step s.d.
@@ -357,7 +367,8 @@ def fit_em(
 
     Returns:
         :class:`~mgplvm.fitting.FitResult` with ``losses`` = −ELBO per iteration (exact, a total
-        over the data) and ``reason`` ``"converged"``, ``"max_iter"`` or ``"callback"``.
+        over the data) and ``reason`` ``"converged"``, ``"max_iter"``, ``"callback"`` or
+        ``"nan"``; the model is left in the state of the largest ELBO.
     """
     if not isinstance(model.latents, GridPosterior):
         raise TypeError("fit_em needs a model with the grid posterior (MGPLVM('T1', ..., "
@@ -366,7 +377,7 @@ def fit_em(
         raise ValueError(f"train must be 'all' or 'latents', got {train!r}")
     cfg = {**EM_DEFAULTS, **{k: v for k, v in {
         "n_iter": n_iter, "rtol": rtol, "patience": patience, "m_steps": m_steps, "warp": warp,
-        "warp_iters": warp_iters, "warp_harmonics": warp_harmonics}.items() if v is not None}}
+        "warp_iters": warp_iters}.items() if v is not None}}
     if int(cfg["n_iter"]) < 1 or int(cfg["patience"]) < 1 or int(cfg["m_steps"]) < 1:
         raise ValueError("n_iter, patience and m_steps must be at least 1")
     if not (math.isfinite(float(cfg["rtol"])) and float(cfg["rtol"]) >= 0):
@@ -395,59 +406,40 @@ def fit_em(
     data = _GridData(Y, model.likelihood)
     n_data = data.N * data.B * data.T
     points = model.latents.points.to(model.dtype)
-    K = points.shape[0]
-
-    losses: list[float] = [] if ckpt is None else ckpt["losses"].tolist()
-    start = 0 if ckpt is None else int(ckpt["iteration"])
-    elapsed0 = 0.0 if ckpt is None else float(ckpt["elapsed"])
     t0 = time.perf_counter()
-    reason, converged = "max_iter", False
 
-    if train == "latents":  # the tuning curves are frozen: the exact posterior, and σ by EM
-        gamma, elbo, counts, gaps = _e_step(model, data, points, pairs=learn_prior)
-        losses.append(-elbo)
-        for _ in range(int(cfg["n_iter"]) if learn_prior else 0):
-            _update_step_sd(model, counts, gaps)
-            gamma, elbo, counts, gaps = _e_step(model, data, points)
-            losses.append(-elbo)
-            if losses[-2] - losses[-1] <= float(cfg["rtol"]) * n_data:
-                reason, converged = "converged", True
-                break
+    if train == "latents":  # the tuning curves frozen: the exact posterior (σ by its evidence)
+        gamma, elbo = _e_step(model, data, points, search_sd=learn_prior)
         model.latents.set_probs(gamma)
         model.latents_initialized.fill_(True)
-        return FitResult(np.asarray(losses), time.perf_counter() - t0, len(losses),
-                         converged or not learn_prior, reason if learn_prior else "converged",
+        return FitResult(np.asarray([-elbo]), time.perf_counter() - t0, 1, True, "converged",
                          config)
 
     # the loop's state beyond the model: the marginals the next M-step uses (moved by the last
-    # warp), the best state so far, and the warp's over-relaxation. Each warp removes only part
-    # of the remaining distortion (the pairwise marginals are computed under the homogeneous
-    # prior), so consecutive warps point the same way: their step grows while they do, and
-    # shrinks when they turn back.
+    # warp) and the best state so far
+    losses: list[float] = [] if ckpt is None else ckpt["losses"].tolist()
+    start = 0 if ckpt is None else int(ckpt["iteration"])
+    elapsed0 = 0.0 if ckpt is None else float(ckpt["elapsed"])
     if ckpt is None:
-        state: dict[str, Any] = {
-            "gamma": model.latents.probs.detach().cpu().numpy(), "best_elbo": -math.inf,
-            "best": None, "relax": 1.0, "previous": None,
-            "use_warp": bool(cfg["warp"]) and brownian}
+        state: dict[str, Any] = {"gamma": model.latents.probs.detach().cpu().numpy(),
+                                 "best_elbo": -math.inf, "best": None,
+                                 "use_warp": bool(cfg["warp"]) and brownian}
     else:
-        state = {k: ckpt["state"][k] for k in ("best_elbo", "relax", "use_warp")}
-        state["gamma"] = ckpt["state"]["gamma"].numpy()
-        state["best"] = ckpt["state"]["best"] or None
-        previous = ckpt["state"]["previous"]
-        state["previous"] = previous if previous.numel() else None
+        state = {"gamma": ckpt["state"]["gamma"].numpy(),
+                 "best_elbo": float(ckpt["state"]["best_elbo"]),
+                 "best": ckpt["state"]["best"] or None,
+                 "use_warp": bool(ckpt["state"]["use_warp"])}
+    reason, converged = "max_iter", False
 
     def save(it: int) -> None:
-        blob = {"format": CHECKPOINT_FORMAT, "model_config": model.config(),
-                "model_state": _plain_state(model), "iteration": it,
-                "losses": torch.tensor(losses, dtype=torch.float64),
-                "elapsed": elapsed0 + time.perf_counter() - t0, "config": config,
-                "state": {**state, "gamma": torch.from_numpy(state["gamma"]),
-                          "best": state["best"] or {},
-                          "previous": torch.zeros(0) if state["previous"] is None
-                          else state["previous"]}}
-        atomic_torch_save(blob, checkpoint)
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "model_config": model.config(),
+            "model_state": _plain_state(model), "iteration": it,
+            "losses": torch.tensor(losses, dtype=torch.float64),
+            "elapsed": elapsed0 + time.perf_counter() - t0, "config": config,
+            "state": {**state, "gamma": torch.from_numpy(state["gamma"]),
+                      "best": state["best"] or {}}}, checkpoint)
 
-    harmonics = int(cfg["warp_harmonics"])
     bar = tqdm(range(start, int(cfg["n_iter"])), disable=not progress, desc="mGPLVM (EM)",
                leave=False, initial=start, total=int(cfg["n_iter"]))
     it = start - 1
@@ -455,7 +447,7 @@ def fit_em(
         before = _snapshot(model)
         stats = data.statistics(torch.from_numpy(state["gamma"]).to(model.dtype))
         _m_step(model, data, stats, points, int(cfg["m_steps"]))
-        gamma, elbo, counts, gaps = _e_step(model, data, points)
+        gamma, elbo = _e_step(model, data, points, search_sd=learn_prior)
         if not math.isfinite(elbo):
             model.load_state_dict(before)
             warnings.warn(f"non-finite ELBO at EM iteration {it}: stopping with the previous "
@@ -463,29 +455,18 @@ def fit_em(
             reason = "nan"
             break
         if elbo < state["best_elbo"] - 1e-9 * abs(state["best_elbo"]) and state["use_warp"]:
-            # the last warp did not pay off: go back to the best state, warp less (or stop)
+            # the last warp did not pay off: back to the best state, and no more warps
             model.load_state_dict(state["best"])
-            state.update(gamma=model.latents.probs.detach().cpu().numpy(),
-                         use_warp=state["relax"] > 1, relax=1.0, previous=None)
+            state.update(gamma=model.latents.probs.detach().cpu().numpy(), use_warp=False)
             continue
         model.latents.set_probs(gamma)
         losses.append(-elbo)
         if elbo >= state["best_elbo"]:
             state.update(best_elbo=elbo, best=_snapshot(model))
-        if learn_prior:
-            _update_step_sd(model, counts, gaps)
         if state["use_warp"] and it >= int(cfg["warp_iters"]):
             state["use_warp"] = False
         if state["use_warp"]:
-            coef, gain = _fit_warp(counts, gaps, gamma.reshape(-1, K).sum(0), _step_sd(model),
-                                   harmonics)
-            if gain > 0:
-                if state["previous"] is not None:
-                    same_way = float(coef @ state["previous"]) > 0
-                    relax = state["relax"]
-                    state["relax"] = min(2 * relax, 8.0) if same_way else max(1.0, relax / 4)
-                state["previous"] = coef
-                gamma = _push(gamma, _warp(state["relax"] * coef, K, harmonics)[0].numpy())
+            gamma = _push(gamma, _warp_from_log_slope(_cue_warp(model, gamma, points)))
         state["gamma"] = gamma
         if progress:
             sd = _step_sd(model)
@@ -503,7 +484,7 @@ def fit_em(
     bar.close()
     if checkpoint is not None:
         save(it + 1)
-    if state["best"] is not None and -losses[-1] < state["best_elbo"]:
+    if state["best"] is not None and losses and -losses[-1] < state["best_elbo"]:
         model.load_state_dict(state["best"])
     model.latents_initialized.fill_(True)
     return FitResult(np.asarray(losses, dtype=np.float64),

@@ -43,6 +43,7 @@ __all__ = [
     "wrapped_normal_cells",
     "transition_matrices",
     "forward_backward",
+    "log_evidence",
     "circular_summary",
     "GridMarginals",
     "GridPosterior",
@@ -162,6 +163,28 @@ def forward_backward(
                     nxt = eb[:, steps + 1].reshape(-1, K)
                     counts[g] = A[g] * (prev.T @ nxt)
     return gamma, log_evidence, counts
+
+
+def log_evidence(
+    log_emission: np.ndarray, trans: np.ndarray, step: np.ndarray | None = None
+) -> np.ndarray:
+    """``log p(data)`` of the chain of :func:`forward_backward` by the forward pass alone (half
+    the cost) -> ``(trials,)``."""
+    E = np.asarray(log_emission, dtype=np.float64)
+    A = np.asarray(trans, dtype=np.float64)
+    B, T, K = E.shape
+    shift = E.max(-1, keepdims=True)
+    E = np.exp(E - shift)
+    a = E[:, 0] / K
+    c = a.sum(-1)
+    total = np.log(c)
+    a = a / c[:, None]
+    for t in range(1, T):
+        a = (a @ A[0 if step is None else step[t - 1]]) * E[:, t]
+        c = a.sum(-1)
+        total += np.log(c)
+        a = a / c[:, None]
+    return total + shift[..., 0].sum(-1)
 
 
 def circular_summary(

@@ -7,9 +7,10 @@ truth of ``benchmarks/real_head_direction.py``. What makes it harder than
 (Peyrache et al. 2015, CRCNS th-1):
 
 * **Cells** (default 32; 15–40 is typical): preferred directions uniform on the ring; half-width
-  at half-maximum 20–70°; peak rates log-uniform in 3–100 Hz, so that time-averaged rates span
-  about 0.3–15 Hz and many cells fire below 2 Hz; baselines a few percent of the peak plus up to
-  0.5 Hz. Tuning shapes are mixed, not all von Mises: ``"von_mises"``, ``"gaussian"`` (a wrapped
+  at half-maximum 20–70°; peak rates log-uniform in 1.5–80 Hz, so that time-averaged rates span
+  about 0.4–25 Hz and a third to a half of the cells fire below 2 Hz (the development recording:
+  0.3–26 Hz, 12 of 32 below 2 Hz); baselines up to 4% of the peak plus up to 0.3 Hz. Tuning
+  shapes are mixed, not all von Mises: ``"von_mises"``, ``"gaussian"`` (a wrapped
   Gaussian of the angle), ``"skewed"`` (a different width on each side of the peak, ratio
   0.5–1) and ``"flat_top"`` (``exp(−ln2 · (d/w)⁴)``, a plateau with steep flanks).
 * **Behaviour**: the angular velocity is an Ornstein–Uhlenbeck process (time constant

@@ -612,16 +612,25 @@ def cmd_decode(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from mgplvm.datasets import DEFAULT_SETTINGS, from_settings, save_h5, summarize
+    from mgplvm.datasets import from_settings, realistic_head_direction, save_h5, summarize
 
-    path = args.settings or DEFAULT_SETTINGS
-    if not Path(path).exists():
-        raise CLIError(f"no such settings file: {path}")
-    data = from_settings(path)
+    if args.settings is not None:
+        if not Path(args.settings).exists():
+            raise CLIError(f"no such settings file: {args.settings}")
+        data = from_settings(args.settings)
+    else:
+        try:
+            data = realistic_head_direction(n_neurons=args.neurons, minutes=args.minutes,
+                                            seed=args.seed)
+        except ValueError as err:
+            raise CLIError(str(err).replace("n_neurons", "--neurons")
+                           .replace("minutes", "--minutes")) from err
     print(summarize(data))
     if args.save:
         save_h5(data, args.save)
         print(f"saved {args.save}")
+    else:
+        print("(nothing written: pass --save OUT.h5 to keep it)")
     return 0
 
 

@@ -123,3 +123,21 @@ def test_input_errors_and_numpy():
     assert al.median_error < 1e-12
     assert math.isclose(float(angle_error(torch.tensor(3.0), torch.tensor(-3.0))),
                         2 * math.pi - 6.0, rel_tol=1e-12)
+
+
+def test_untracked_truth_points_are_left_out():
+    """NaN truth (untracked bins of a real recording): the symmetry is fitted on the others,
+    their errors are NaN and not counted."""
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(1, 200, 1, generator=g, dtype=torch.float64) * 6 - 3
+    latents = -truth + 0.7  # a reflection and a rotation
+    truth_nan = truth.clone()
+    truth_nan[0, 50:80] = float("nan")
+    al = align(latents, truth_nan, Torus(1))
+    assert al.median_error == pytest.approx(0.0, abs=1e-9)
+    assert torch.isnan(al.errors[0, 50:80]).all() and torch.isfinite(al.errors[0, :50]).all()
+    torch.testing.assert_close(al.aligned, wrap_angle(truth), atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="every truth point is NaN"):
+        align(latents, torch.full_like(truth, float("nan")), Torus(1))
+    with pytest.raises(ValueError, match="latents contain NaN"):
+        align(truth_nan, truth, Torus(1))

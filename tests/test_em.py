@@ -11,7 +11,7 @@ import mgplvm
 from mgplvm import datasets
 from mgplvm.alignment import align
 from mgplvm.em import _e_step, _GridData, fit_em
-from mgplvm.grid import GridPosterior
+from mgplvm.grid import GridPosterior, circular_summary, forward_backward, transition_matrices
 from mgplvm.model import MGPLVM
 
 pytestmark = pytest.mark.usefixtures("float64_one_thread")
@@ -75,7 +75,7 @@ def test_e_step_elbo_is_the_enumerated_evidence_less_kl():
     model, Y = _randomised("poisson", N=3, T=4, K=8)
     model.prior.fix_step_sd(0.6)
     data = _GridData(Y, model.likelihood)
-    gamma, elbo, _, _ = _e_step(model, data, model.latents.points)
+    gamma, elbo = _e_step(model, data, model.latents.points)
     with torch.no_grad():
         m, v = model.gp_marginals(model.latents.points)
         E = data.emission(model.likelihood, m, v)[0].numpy()  # (T, K)
@@ -97,7 +97,7 @@ def test_m_step_gradient_is_the_gradient_of_the_elbo():
     model, Y = _randomised("poisson", N=3, T=12, K=10)
     data = _GridData(Y, model.likelihood)
     pts = model.latents.points
-    gamma, _, _, _ = _e_step(model, data, pts)
+    gamma, _ = _e_step(model, data, pts)
     stats = data.statistics(torch.from_numpy(gamma))
     m, v = model.gp_marginals(pts)
     q = data.expected_log_lik(model.likelihood, m, v, stats) - model.kl_u()
@@ -108,10 +108,10 @@ def test_m_step_gradient_is_the_gradient_of_the_elbo():
             eps = 1e-5
             with torch.no_grad():
                 p.view(-1)[i] += eps
-            up = _e_step(model, data, pts, pairs=False)[1]
+            up = _e_step(model, data, pts)[1]
             with torch.no_grad():
                 p.view(-1)[i] -= 2 * eps
-            down = _e_step(model, data, pts, pairs=False)[1]
+            down = _e_step(model, data, pts)[1]
             with torch.no_grad():
                 p.view(-1)[i] += eps
             assert float(grad.view(-1)[i]) == pytest.approx((up - down) / (2 * eps), rel=1e-5)
@@ -133,9 +133,20 @@ def test_default_fit_recovers_the_realistic_ring(wake):
     assert res.config["method"] == "em" and res.reason == "converged"
     post = model.latent_posterior(level=0.95)
     al = align(post.mean, wake.latents, model.manifold)
-    assert al.median_error < math.radians(6), math.degrees(al.median_error)
+    # the oracle: the same posterior with the true tuning curves and the true r.m.s. step
+    K = 120
+    theta = -np.pi + 2 * np.pi * np.arange(K) / K
+    lam = wake.tuning(theta[:, None]) * wake.bin_size  # (neurons, K)
+    log_e = wake.Y[0].T @ np.log(lam) - lam.sum(0)
+    truth = wake.latents[0, :, 0]
+    rms = float(np.sqrt(np.mean(np.angle(np.exp(1j * np.diff(truth))) ** 2)))
+    gamma, _, _ = forward_backward(log_e[None], transition_matrices(K, rms, None, len(truth))[0],
+                                   pairs=False)
+    oracle = np.median(np.abs(np.angle(np.exp(1j * (circular_summary(
+        torch.from_numpy(gamma))[0][0].numpy() - truth)))))
+    assert al.median_error < 1.5 * oracle, (math.degrees(al.median_error), math.degrees(oracle))
     coverage = float((al.errors[..., 0] <= post.radius).double().mean())
-    assert 0.9 <= coverage <= 0.99, coverage
+    assert 0.85 <= coverage <= 0.99, coverage
     grid = torch.linspace(-math.pi, math.pi, 73, dtype=torch.float64)[:-1, None]
     rate, _ = model.tuning_curves(al.inverse(grid))
     truth = wake.tuning(grid.numpy())
@@ -144,7 +155,7 @@ def test_default_fit_recovers_the_realistic_ring(wake):
 
 
 def test_warp_step_undoes_a_warped_start_faster(wake):
-    """From a start warped by θ + 0.6 sin θ, ten iterations with the parameter-expansion warp
+    """From a start warped by θ + 0.6 sin θ, ten iterations with the reparameterisation (warp)
     step end much closer to the truth than ten without it."""
     truth = torch.from_numpy(wake.latents)
     warped = torch.remainder(truth + 0.6 * torch.sin(truth) + math.pi, 2 * math.pi) - math.pi
@@ -190,23 +201,31 @@ def test_train_latents_is_one_exact_e_step(wake):
     for k, v in model.state_dict().items():
         if k != "latents.probs":
             assert torch.equal(v, before[k]), k
-    gamma, elbo, _, _ = _e_step(model, _GridData(model.validate_data(wake.Y),
+    gamma, elbo = _e_step(model, _GridData(model.validate_data(wake.Y),
                                                  model.likelihood), model.latents.points)
     np.testing.assert_allclose(model.latents.probs.numpy(), gamma, atol=1e-12)
     assert -res.losses[0] == pytest.approx(elbo)
 
 
 def test_checkpoint_resume_is_identical(wake, tmp_path):
+    """A fit killed mid-way (here an exception from the callback) and resumed from its last
+    checkpoint ends exactly as an uninterrupted one."""
     def fresh():
         return MGPLVM("T1", wake.n_neurons, wake.n_time, bin_size=wake.bin_size, seed=0)
 
+    kw = {"n_iter": 6, "rtol": 0, "progress": False}
     whole = fresh()
-    ref = fit_em(whole, wake.Y, n_iter=6, rtol=0, progress=False)
-    first = fresh()
+    ref = fit_em(whole, wake.Y, **kw)
     ckpt = tmp_path / "em.ckpt"
-    fit_em(first, wake.Y, n_iter=3, rtol=0, progress=False, checkpoint=ckpt)
+
+    def killer(it, loss, model):
+        if it == 3:  # after the checkpoint written at iteration 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_em(fresh(), wake.Y, checkpoint=ckpt, checkpoint_every=2, callback=killer, **kw)
     resumed = fresh()
-    res = fit_em(resumed, wake.Y, n_iter=6, rtol=0, progress=False, resume=ckpt)
+    res = fit_em(resumed, wake.Y, resume=ckpt, **kw)
     np.testing.assert_array_equal(res.losses, ref.losses)
     for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(),
                               strict=True):

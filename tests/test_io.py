@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from mgplvm.io import Recording, bin_spike_times, load_recording
+from mgplvm.io import Recording, bin_spike_times, load_recording, resample_angle
 
 
 @pytest.fixture
@@ -75,3 +75,120 @@ def test_bin_spike_times_matches_histogram():
         np.testing.assert_array_equal(counts[i], ref)
     with pytest.raises(ValueError, match="bin_size"):
         bin_spike_times(trains, 0.0)
+
+
+# ------------------------------------------------------------------------ real-data features
+def test_resample_angle_means_interpolates_and_masks():
+    # two samples per bin around the wrap point: the circular mean, not the arithmetic one
+    t = np.array([0.01, 0.02, 0.11, 0.12])
+    a = np.array([np.pi - 0.1, -np.pi + 0.1, 0.2, 0.4])
+    out = resample_angle(t, a, 0.1, 2)
+    assert abs(abs(out[0]) - np.pi) < 1e-9 and out[1] == pytest.approx(0.3)
+    # a tracker coarser than the bins: empty bins interpolate along the shorter arc
+    t = np.arange(0, 1.0, 1 / 30)
+    angle = np.angle(np.exp(1j * (3.0 + 2.0 * t)))  # crosses ±π
+    out = resample_angle(t, angle, 0.025, 40)
+    centres = (np.arange(40) + 0.5) * 0.025
+    ref = np.angle(np.exp(1j * (3.0 + 2.0 * centres)))
+    ok = np.isfinite(out)
+    assert ok[:38].all()
+    np.testing.assert_allclose(np.angle(np.exp(1j * (out[ok] - ref[ok]))), 0, atol=0.03)
+    # a lost stretch longer than max_gap becomes NaN; NaN samples are ignored
+    lost = angle.copy()
+    lost[6:18] = np.nan
+    out = resample_angle(t, lost, 0.025, 40)
+    assert np.isnan(out[10:20]).all() and np.isfinite(out[:7]).all()
+    with pytest.raises(ValueError, match="increasing"):
+        resample_angle(t[::-1], angle, 0.025, 40)
+    with pytest.raises(ValueError, match="same length"):
+        resample_angle(t, angle[:-1], 0.025, 40)
+
+
+def _th1_like(tmp_path, n_time=400, layout="time,neurons"):
+    """A real-shaped .mat file: two count arrays (time, cells), a per-bin angle, and the same
+    angle as (time, angle) pairs and at its own rate."""
+    rng = np.random.default_rng(0)
+    adn = rng.poisson(1.0, size=(n_time, 3)).astype(np.uint8)
+    pos = rng.poisson(0.5, size=(n_time, 2)).astype(np.uint8)
+    ang = np.mod(np.cumsum(rng.normal(0, 0.05, n_time)), 2 * np.pi)
+    t30 = np.arange(0, n_time * 0.025, 1 / 30)
+    centres = (np.arange(n_time) + 0.5) * 0.025
+    ang30 = np.interp(t30, centres, np.unwrap(ang))
+    savemat(tmp_path / "s.mat", {"ADn": adn, "Pos": pos, "Ang": ang[:, None],
+                                 "pairs": np.stack([t30, ang30], 1), "ang30": ang30})
+    return tmp_path / "s.mat", adn, pos, ang
+
+
+def test_joined_arrays_and_the_tracked_angle_in_every_form(tmp_path):
+    path, adn, pos, ang = _th1_like(tmp_path)
+    rec = load_recording(path, array="ADn,Pos", layout="time,neurons", bin_size=0.025,
+                         angle="Ang")
+    assert rec.Y.shape == (1, 5, 400)
+    np.testing.assert_array_equal(rec.Y[0, :3], adn.T)
+    np.testing.assert_array_equal(rec.Y[0, 3:], pos.T)
+    np.testing.assert_allclose(rec.head_direction[0], ang)
+    for kw in ({"angle": "pairs"}, {"angle": "ang30", "angle_rate": 30.0}):
+        other = load_recording(path, array="ADn", layout="time,neurons", bin_size=0.025, **kw)
+        ok = np.isfinite(other.head_direction[0])
+        assert ok[:-2].all()
+        diff = np.angle(np.exp(1j * (other.head_direction[0, ok] - ang[ok])))
+        assert np.abs(diff).max() < 0.15  # within a bin the walk moves (0.05 rad s.d. per bin)
+    with pytest.raises(ValueError, match="angle_rate"):
+        load_recording(path, array="ADn", layout="time,neurons", bin_size=0.025, angle="ang30")
+    with pytest.raises(KeyError, match="no angle 'Angle'"):
+        load_recording(path, array="ADn", layout="time,neurons", bin_size=0.025,
+                       angle="Angle")
+
+
+def test_transposed_layout_is_refused(tmp_path):
+    path, *_ = _th1_like(tmp_path)
+    with pytest.raises(ValueError, match="looks transposed.*time,neurons"):
+        load_recording(path, array="ADn", bin_size=0.025)
+    # an explicit layout is obeyed
+    assert load_recording(path, array="ADn", bin_size=0.025, layout="neurons,time").Y.shape == (
+        1, 400, 3)
+
+
+def test_degrees_are_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", Y=np.ones((3, 50)), bin_size=0.1,
+             hd=np.linspace(0, 359, 50))
+    with pytest.raises(ValueError, match="degrees"):
+        load_recording(tmp_path / "d.npz", angle="hd")
+
+
+def test_nan_head_direction_warns_and_is_reported(tmp_path):
+    hd = np.linspace(-3, 3, 50)
+    hd[10:15] = np.nan
+    np.savez(tmp_path / "n.npz", Y=np.ones((3, 50)), bin_size=0.1, head_direction=hd)
+    with pytest.warns(UserWarning, match="10.0% of bins"):
+        rec = load_recording(tmp_path / "n.npz")
+    assert rec.untracked_fraction == pytest.approx(0.1)
+    assert "10.0% of bins untracked" in rec.summary()
+    with pytest.raises(ValueError, match="inf"):
+        Recording(np.ones((1, 3, 4)), 0.1, head_direction=[0, np.inf, 0, 0])
+
+
+def test_bin_times_gaps_rebin_and_window(tmp_path):
+    Y = np.arange(2 * 12, dtype=float).reshape(2, 12)
+    times = np.r_[np.arange(6) * 0.1, 10 + np.arange(6) * 0.1]  # two epochs joined
+    hd = np.linspace(-1, 1, 12)
+    rec = Recording(Y[None], 0.1, head_direction=hd, bin_times=times)
+    gaps = rec.bin_times_in_bins()
+    np.testing.assert_allclose(np.diff(gaps), [1] * 5 + [95] + [1] * 5)
+    assert "time gaps: 1" in rec.summary()
+    assert Recording(Y[None], 0.1, bin_times=np.arange(12) * 0.1).bin_times_in_bins() is None
+    two = rec.rebin(0.2)
+    np.testing.assert_array_equal(two.Y[0, 0], Y[0].reshape(6, 2).sum(-1))
+    np.testing.assert_allclose(two.bin_times, times[::2])
+    np.testing.assert_allclose(two.head_direction[0], hd.reshape(6, 2).mean(-1))
+    with pytest.raises(ValueError, match="whole multiple"):
+        rec.rebin(0.15)
+    late = rec.window(start=5.0)
+    assert late.n_time == 6 and late.bin_times[0] == 10
+    assert rec.window(stop=0.35).n_time == 4
+    with pytest.raises(ValueError, match="holds 0 bins"):
+        rec.window(start=100)
+    with pytest.raises(ValueError, match="increasing"):
+        Recording(Y[None], 0.1, bin_times=times[::-1])
+    with pytest.raises(ValueError, match="overlap"):
+        Recording(Y[None], 0.1, bin_times=np.arange(12) * 0.05)

@@ -103,11 +103,20 @@ def test_errors_also_clean_through_python_dash_m():
 
 
 def test_simulate_prints_summary_and_saves(tmp_path, capsys):
+    """The default is the realistic head-direction session (here 2 minutes); a settings file
+    picks any generator."""
     out = tmp_path / "sim.h5"
-    assert main(["simulate", "--save", str(out)]) == 0
-    assert "neurons" in capsys.readouterr().out
+    assert main(["simulate", "--minutes", "2", "--neurons", "20", "--save", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "realistic_head_direction" in text and "20 neurons x 4800 bins" in text
     with h5py.File(out) as f:
-        assert f["Y"].ndim == 3
+        assert f["Y"].shape == (1, 20, 4800) and "tracker_angles" in f["params"]
+    from mgplvm.io import load_recording
+
+    assert load_recording(out).head_direction.shape == (1, 4800)
+    assert main(["simulate", str(BUNDLED.parent / "synthetic_ring.json")]) == 0
+    assert "nothing written" in capsys.readouterr().out
+    assert main(["simulate", "--minutes", "-1"]) == 2
 
 
 def test_comms_prints_normal_vs_nonnormal_table(capsys):
@@ -244,3 +253,82 @@ def test_fit_recording_skips_refits_after_a_failed_fit(monkeypatch):
     # the ring's default grid posterior is exact: refits are refused with a reason
     with pytest.raises(ValueError, match="exact posterior"):
         fit_recording(rec, "T1", refit_steps=[0.1])
+
+
+# ------------------------------------------------------------------ real-data options, decode
+@pytest.fixture(scope="module")
+def th1_file(tmp_path_factory):
+    """A real-shaped recording: counts (time, cells) in two arrays, 25-ms bins, the tracked
+    angle per bin in [0, 2π) with untracked (NaN) stretches, as in the CRCNS th-1 exports."""
+    from scipy.io import savemat
+
+    from mgplvm.datasets import realistic_head_direction
+
+    data = realistic_head_direction(minutes=1.5, n_neurons=16, seed=4)
+    rec = data.to_recording()
+    path = tmp_path_factory.mktemp("th1") / "session.mat"
+    counts = data.Y[0].T.astype(np.uint8)
+    savemat(path, {"ADn": counts[:, :10], "Pos": counts[:, 10:],
+                   "Ang": np.mod(rec.head_direction[0], 2 * np.pi)[:, None]})
+    return path, data
+
+
+def test_fit_reads_a_real_shaped_file(th1_file, tmp_path, capsys):
+    path, data = th1_file
+    out = tmp_path / "fit"
+    argv = ["fit", str(path), "--array", "ADn,Pos", "--layout", "time,neurons",
+            "--file-bin-size", "0.025", "--bin-size", "0.05", "--angle", "Ang",
+            "--start", "10", "--stop", "80", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "16 neurons x 1400 bins of 50 ms" in text and "untracked" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["median_error_deg"] < 15
+    with h5py.File(out / "latents.h5") as f:
+        assert f["mean"].shape == (1, 1400, 1)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "looks transposed.*--layout time,neurons"),
+    (["--layout", "time,neurons", "--file-bin-size", "0.025", "--bin-size", "0.04"],
+     "whole multiple"),
+    (["--layout", "time,neurons", "--file-bin-size", "0.025", "--angle", "Nope"], "Nope"),
+    (["--layout", "time,neurons", "--file-bin-size", "0.025", "--iterations", "0"],
+     "--iterations"),
+    (["--layout", "time,neurons", "--file-bin-size", "-1"], "--file-bin-size"),
+])
+def test_fit_refuses_bad_data_options(th1_file, tmp_path, capsys, extra, message):
+    path, _ = th1_file
+    argv = ["fit", str(path), "--array", "ADn,Pos", "--out", str(tmp_path / "o"),
+            "--no-progress", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1  # one line, no traceback
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_decode_a_new_recording_under_a_fitted_model(th1_file, tmp_path, capsys):
+    """`mgplvm decode MODEL FILE`: the frozen tuning curves read out another stretch of the
+    same cells; the decoded path follows the tracked angle."""
+    path, data = th1_file
+    out = tmp_path / "fit"
+    common = ["--array", "ADn,Pos", "--layout", "time,neurons", "--file-bin-size", "0.025",
+              "--angle", "Ang", "--no-progress"]
+    assert main(["fit", str(path), *common, "--stop", "45", "--out", str(out)]) == 0
+    dec = tmp_path / "dec"
+    assert main(["decode", str(out / "model.pt"), str(path), *common, "--start", "45",
+                 "--out", str(dec)]) == 0
+    summary = json.loads((dec / "summary.json").read_text())
+    assert summary["median_error_deg"] < 15 and summary["bins"] == 1800
+    with h5py.File(dec / "decoded.h5") as f:
+        assert f["mean"].shape == (1, 1800, 1) and f["radius"].shape == (1, 1800)
+        assert f.attrs["level"] == 0.95
+    assert (dec / "index.html").exists()
+    capsys.readouterr()
+    assert main(["decode", str(out / "model.pt"), str(path), "--array", "ADn",
+                 "--layout", "time,neurons", "--file-bin-size", "0.025",
+                 "--out", str(dec)]) == 2
+    assert "10 neurons, the model 16" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "none.pt"), str(path)]) == 2
