@@ -79,7 +79,7 @@ print(f"using {n_bins} bins ({n_bins * rec.bin_size:.0f} s)")
 # `MGPLVM("T1", ...)` builds the model with the package defaults (the random-walk prior and the
 # exact grid posterior); `mgplvm.fit` fits it. Each iteration is one pass over the data: the
 # tuning curves given the posterior of the path (the M-step), then the exact posterior of the
-# path given the tuning curves (the E-step); the fit stops when the ELBO gains less than 1e-5
+# path given the tuning curves (the E-step); the fit stops when the ELBO gains less than 3e-6
 # nats per datum and iteration. These are the same defaults as `mgplvm fit FILE --manifold T1`.
 
 # %%
