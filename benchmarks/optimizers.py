@@ -156,8 +156,9 @@ def run_one(args: argparse.Namespace, problem: str, method: str, lr: float, seed
 
     Y, Y_test, manifold, bin_size = make_data(problem, seed, args)
     vd = "natural" if method.startswith("ngd") else "cholesky"
+    # the optimisers drive the stochastic fit: per-bin Gaussian posteriors, the uniform prior
     model = MGPLVM(manifold, Y.shape[1], Y.shape[2], bin_size=bin_size, seed=seed,
-                   variational_distribution=vd)
+                   variational_distribution=vd, latent_posterior="relie", prior="uniform")
     model.init_from_data(Y)
     res = RunResult(problem, method, lr, seed)
     res.iters.append(0)

@@ -337,6 +337,9 @@ def run(
         model_kwargs["n_inducing"] = n_inducing
     if latent_sd is not None:
         model_kwargs["latent_sd"] = latent_sd
+    # the stochastic fit with per-bin Gaussian posteriors on every manifold, the ring included
+    # (its default grid posterior and EM fit: benchmarks/real_head_direction.py)
+    model_kwargs.setdefault("latent_posterior", "relie")
     model = mgplvm.MGPLVM(problem.manifold, data.n_neurons, data.n_time, n_trials=data.n_trials,
                           bin_size=data.bin_size, seed=seed, **model_kwargs)
     if rho_init is not None:

@@ -168,15 +168,23 @@ def _generative_params(model: MGPLVM) -> list[torch.nn.Parameter]:
             and not name.endswith("inducing_points")]
 
 
+def _m_step_optimizer(params: list[torch.nn.Parameter], m_steps: int,
+                      scale: float) -> torch.optim.LBFGS:
+    """L-BFGS (strong Wolfe line search) for a loss in nats per datum (``scale`` = 1 / data):
+    at most ``m_steps`` iterations per ``step``, stopped once an iteration gains less than 1e-3
+    nats in total (far below an E-step's gains); no gradient-size test, as per-datum gradients
+    are small."""
+    return torch.optim.LBFGS(params, lr=1.0, max_iter=int(m_steps), history_size=20,
+                             line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                             tolerance_change=1e-3 * scale)
+
+
 def _m_step(model: MGPLVM, data: _GridData, stats, points: torch.Tensor, m_steps: int) -> None:
     params = _generative_params(model)
     if not params:
         return
     scale = 1.0 / (data.N * data.B * data.T)
-    # stop once an iteration gains less than 1e-3 nats in total (far below an E-step's gains)
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=int(m_steps), history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-12,
-                            tolerance_change=1e-3 * scale)
+    opt = _m_step_optimizer(params, m_steps, scale)
 
     def closure():
         opt.zero_grad()

@@ -197,9 +197,9 @@ def fit(
     Models with the exact grid posterior of the ring (the default on T¹) are fitted by EM
     (:func:`mgplvm.em.fit_em`: exact E-steps, one pass over the data per iteration, stopped when
     the ELBO gains less than ``rtol`` (default 3e-6) nats per datum and iteration over 5
-    iterations, at most ``n_iter`` (default 200)); of the arguments below they use ``n_iter``, ``rtol``, ``train``,
-    ``progress``, ``callback``, ``checkpoint``, ``checkpoint_every`` and ``resume``. Every other
-    model is fitted by stochastic variational inference as described here.
+    iterations, at most ``n_iter`` (default 200)); of the arguments below they use ``n_iter``,
+    ``rtol``, ``train``, ``progress``, ``callback``, ``checkpoint``, ``checkpoint_every`` and
+    ``resume``. Every other model is fitted by stochastic variational inference as described here.
 
     Args:
         model: an :class:`~mgplvm.model.MGPLVM`; initialised from ``Y`` first if it was not

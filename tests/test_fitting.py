@@ -205,6 +205,20 @@ def test_early_stopping_callback_and_errors():
         fit(model, Y + 0.5)
 
 
+def test_patience_counts_from_the_end_of_the_annealing():
+    """Early stopping waits ``patience`` iterations after the KL annealing ends (β > 0.99), not
+    from the start: a loose tolerance used to stop at the first iteration it was checked."""
+    model, Y = _tiny()
+    burnin, patience = 10.0, 15
+    res = fit(model, Y, n_iter=400, n_mc=1, progress=False, seed=0, burnin=burnin,
+              patience=patience, rtol=0.9)
+    anneal_end = math.ceil(burnin * math.log(100)) - 1  # first iteration with β > 0.99
+    assert res.reason == "converged"
+    # the clock starts at the last annealed iteration (anneal_end − 1): it stops `patience`
+    # iterations later, after anneal_end + patience iterations in all
+    assert res.n_iter == anneal_end + patience, (res.n_iter, anneal_end)
+
+
 def test_lr_factor_schedule():
     n = 21
     f = [lr_factor(i, n, 0.01) for i in range(n)]
