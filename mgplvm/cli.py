@@ -13,6 +13,7 @@ Run ``mgplvm COMMAND --help`` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,13 +30,35 @@ class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _add_refit_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--refit-steps", default=None, metavar="SD,SD,...",
                    help=f"after {what}, rounds of particle smoothing at the Brownian step s.d. "
                    "(rad/bin) of the largest evidence among these, each followed by a refit "
                    "(mgplvm.refit_by_smoothing), e.g. 0.05,0.1,0.2")
-    p.add_argument("--refit-rounds", type=int, default=3, help="refit rounds (default 3)")
-    p.add_argument("--refit-iterations", type=int, default=600,
+    p.add_argument("--refit-rounds", type=_positive_int, default=3, help="refit rounds (default 3)")
+    p.add_argument("--refit-iterations", type=_positive_int, default=600,
                    help="iterations per refit round (default 600)")
 
 
@@ -80,9 +103,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``mgplvm fit: error: argument --iterations: ...``), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mgplvm",
         description="Find the latent manifold of a neural population recording "
         "(manifold GPLVMs), compare manifolds by cross-validation, analyse linear networks.",
@@ -98,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="mgplvm_report", help="report folder (default "
                       "mgplvm_report)")
     demo.add_argument("--file", default=str(BUNDLED), help="recording (default: the bundled one)")
-    demo.add_argument("--minutes", type=float, default=None,
+    demo.add_argument("--minutes", type=_positive_float, default=None,
                       help="use only the first MINUTES of the recording")
-    demo.add_argument("--splits", type=int, default=None, help="cross-validation folds")
+    demo.add_argument("--splits", type=_positive_int, default=None, help="cross-validation folds")
     demo.add_argument("--quick", action="store_true", help="a fast smoke run (small settings)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -110,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "tuning curves and figures in --out.")
     _add_data_args(fit)
     fit.add_argument("--manifold", default="T1", help=MANIFOLD_HELP + " (default T1)")
-    fit.add_argument("--iterations", type=int, default=None,
+    fit.add_argument("--iterations", type=_positive_int, default=None,
                      help="most iterations: EM passes over the data on the ring (default 200, "
                      "stopping earlier once converged), optimisation steps elsewhere (default "
                      "1000)")
@@ -126,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="latent start: leading principal components (pca, default), the SO(3) "
                      "fit of 9 PCs as a linear image of q q^T (quadratic: much closer on SO(3) "
                      "data, minutes to compute), or uniform draws (random)")
+    fit.add_argument("--checkpoint", metavar="PATH",
+                     help="checkpoint file, written every --checkpoint-every iterations, at the "
+                     "end, and on Ctrl-C or SIGTERM before stopping (default OUT/checkpoint.pt)")
+    fit.add_argument("--checkpoint-every", type=_positive_int, default=10, metavar="N",
+                     help="iterations between checkpoints (default 10)")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue an interrupted fit from its checkpoint (same recording and "
+                     "options)")
     _add_refit_args(fit, "the fit")
 
     dec = sub.add_parser(
@@ -150,9 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "crossval.png.")
     _add_data_args(cv)
     cv.add_argument("--manifolds", default="T1,R1,R2", help="comma-separated; " + MANIFOLD_HELP)
-    cv.add_argument("--splits", type=int, default=10, help="folds (default 10)")
-    cv.add_argument("--workers", type=int, default=None, help="parallel processes")
-    cv.add_argument("--iterations", type=int, default=None, help="optimisation steps per fit")
+    cv.add_argument("--splits", type=_positive_int, default=10, help="folds (default 10)")
+    cv.add_argument("--workers", type=_positive_int, default=None, help="parallel processes")
+    cv.add_argument("--iterations", type=_positive_int, default=None,
+                    help="optimisation steps per fit")
     cv.add_argument("--test-init", default="decode", choices=["decode", "smooth"],
                     help="start of the held-out latents: best path through candidate points "
                     "(decode, default) or the particle-smoothed path (smooth; slower)")
@@ -175,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("settings", nargs="?", default=None,
                      help="settings JSON ({\"generator\": ..., \"params\": {...}}); default: "
                      "the realistic head-direction session")
-    sim.add_argument("--minutes", type=float, default=30.0,
+    sim.add_argument("--minutes", type=_positive_float, default=30.0,
                      help="session length of the default simulation (default 30)")
-    sim.add_argument("--neurons", type=int, default=32,
+    sim.add_argument("--neurons", type=_positive_int, default=32,
                      help="cells of the default simulation (default 32)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sim.add_argument("--save", metavar="OUT.h5", help="write it to this .h5 file (without it "
@@ -187,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Maximal transmission rate of a non-normal chain (forward "
                            "weight alpha, backward 1/alpha) versus the normal chain with the same "
                            "spectrum (Baggio et al. 2020).")
-    comms.add_argument("--n", type=int, default=6, help="network size (default 6)")
-    comms.add_argument("--alpha", type=float, default=5.0, help="forward weight (default 5)")
-    comms.add_argument("--noise", type=float, nargs="+", default=[0.01, 1.0, 100.0],
+    comms.add_argument("--n", type=_positive_int, default=6, help="network size (default 6)")
+    comms.add_argument("--alpha", type=_positive_float, default=5.0,
+                       help="forward weight (default 5)")
+    comms.add_argument("--noise", type=_positive_float, nargs="+", default=[0.01, 1.0, 100.0],
                        help="noise variances sigma^2 (default 0.01 1 100)")
     return parser
 
@@ -197,10 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mgplvm`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, one line printed)
+        return int(stop.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a job scheduler, `kill`) stops like Ctrl-C: fits write their checkpoint,
+        # cross-validation ends its worker processes
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         from mgplvm import workflow
 
@@ -212,9 +262,19 @@ def main(argv: list[str] | None = None) -> int:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"mgplvm {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        where = getattr(err, "checkpoint", None)
+        if where is not None:
+            print(f"mgplvm {args.command}: interrupted at iteration {err.iteration}; checkpoint "
+                  f"written to {where}: run the same command with --resume to continue",
+                  file=sys.stderr)
+        else:
+            print(f"mgplvm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - the signal module's signature
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

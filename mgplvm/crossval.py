@@ -17,11 +17,15 @@ fails (NaN, Cholesky, ...) is recorded as failed with its error and never silent
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -30,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mgplvm._atomic import atomic_write_text
 
 __all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS", "TEST_INITS", "TEST_POSTERIORS"]
 
@@ -312,11 +318,38 @@ def run_fold(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         torch.set_num_threads(prev_threads)
     record["seconds"] = time.perf_counter() - start
+    if spec.get("key") is not None:
+        record["key"] = spec["key"]
     if spec.get("results_dir"):
         path = _task_path(Path(spec["results_dir"]), spec["manifold"], spec["fold"])
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, default=_json_default))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(record, default=_json_default))
+    return record
+
+
+def _data_hash(Y: np.ndarray) -> str:
+    """SHA-256 of the recording's shape and float64 contents."""
+    h = hashlib.sha256(str(Y.shape).encode())
+    h.update(np.ascontiguousarray(Y, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _task_key(config: dict[str, Any], manifold: str, fold: int) -> str:
+    """What a saved fold must match to be reused: data hash, settings, manifold and fold."""
+    blob = json.dumps({**config, "manifold": manifold, "fold": int(fold)}, default=str,
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _saved_record(rdir: Path, manifold: str, fold: int, key: str) -> dict[str, Any] | None:
+    """The saved record of a task if it finished (``ok``) under the same key; failed folds,
+    folds of other data or settings and unreadable files are recomputed."""
+    path = _task_path(rdir, manifold, fold)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key or record.get("status") != "ok":
+        return None
     return record
 
 
@@ -344,8 +377,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
     )
     train = fit_module.fit(model, Y[:, :, train_t], seed=seed, progress=False,
                            **spec["fit_kwargs"])
-    if not np.isfinite(train.final_elbo):
-        raise FloatingPointError("the training fit ended with a non-finite ELBO")
+    _check_fit(train, "the training fit")
     step_sd = _prior_step_sd(model)
     refit_step_sds = None
     from mgplvm.grid import GridPosterior
@@ -356,8 +388,7 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
                                               **spec["refit_kwargs"])
         train = refit.fits[-1]
         refit_step_sds = [float(v) for v in refit.step_sds]
-        if not np.isfinite(train.final_elbo):
-            raise FloatingPointError("the smoothing refit ended with a non-finite ELBO")
+        _check_fit(train, "the smoothing refit")
 
     Y_test = Y[:, :, test_t]
     ll_total, pred_total, sq_err, sq_tot, n_data = 0.0, 0.0, 0.0, 0.0, 0
@@ -377,7 +408,8 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         elif isinstance(test_model.latents, GridPosterior):
             # the exact posterior of the test path given half A, scored over the grid angles
             with observed._validated():
-                fit_module.fit(observed, Y_test[:, inp], train="latents", progress=False)
+                _check_fit(fit_module.fit(observed, Y_test[:, inp], train="latents",
+                                          progress=False), "the test bins' latent fit")
             probs = test_model.latents.probs
             grid = test_model.latents.points.expand(*probs.shape[:2], -1, 1)
             ll, pred_ll, pred = _held_out_ll_particles(
@@ -386,9 +418,10 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
             pyro.set_rng_seed(seed + 1 + direction)  # the decoding start's candidate draws
             observed.init_latents(Y_test[:, inp], spec["test_init"], decode_cache=decode_cache)
             with observed._validated():  # init_latents checked (and warned about) the input half
-                fit_module.fit(observed, Y_test[:, inp], train="latents",
-                               seed=seed + 1 + direction, progress=False,
-                               **spec["test_fit_kwargs"])
+                _check_fit(fit_module.fit(observed, Y_test[:, inp], train="latents",
+                                          seed=seed + 1 + direction, progress=False,
+                                          **spec["test_fit_kwargs"]),
+                           "the test bins' latent fit")
             torch.manual_seed(seed + 11 + direction)
             # the scores and the predictive mean (MSE) from the same draws of q(g)
             ll, pred_ll, pred = _held_out_ll(test_model, y_out, out, spec["n_eval_samples"])
@@ -409,6 +442,17 @@ def _fit_and_score(spec: dict[str, Any]) -> dict[str, float]:
         "step_sd": step_sd,
         "refit_step_sds": refit_step_sds,
     }
+
+
+def _check_fit(result, what: str) -> None:
+    """Raise (the fold fails) when a fit diverged or stopped at a non-finite step: its scores
+    would be those of garbage or of a half-done fit."""
+    reason = getattr(result, "reason", None)
+    if reason in ("diverged", "nan", "cholesky"):
+        raise FloatingPointError(f"{what} stopped: {reason} after {result.n_iter} iterations "
+                                 "(a smaller lr may help)")
+    if not np.isfinite(result.final_elbo):
+        raise FloatingPointError(f"{what} ended with a non-finite ELBO")
 
 
 def _prior_step_sd(model) -> list[float] | None:
@@ -551,6 +595,14 @@ def crossvalidate(
         raise ValueError(f"Y must be (trials, neurons, time), got shape {Y.shape}")
     if not np.isfinite(Y).all():
         raise ValueError("Y contains NaN/inf entries")
+    if min(Y.shape) < 1:
+        raise ValueError(f"Y is empty: shape {Y.shape} (trials, neurons, time)")
+    import torch
+
+    from mgplvm.likelihoods import get_likelihood
+
+    # counts (non-negative integers) for count likelihoods: checked once, before any fold runs
+    get_likelihood(likelihood, Y.shape[1]).validate(torch.from_numpy(Y), "Y", warn=False)
     manifolds = list(manifolds)
     if not manifolds:
         raise ValueError("give at least one manifold to compare")
@@ -597,24 +649,27 @@ def crossvalidate(
     # always recorded: results_dirs written before the option chained the bins (time_gaps=False)
     # and cannot be resumed by a run with gaps
     config["time_gaps"] = bool(time_gaps)
+    # resume key: the data's content and every setting (a saved fold of another recording or
+    # other settings is recomputed, never reused)
+    config["data_sha256"] = _data_hash(Y)
     rdir = Path(results_dir) if results_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
         cfg_path = rdir / "config.json"
         cfg_json = json.dumps({**config, "manifolds": manifolds}, default=str, sort_keys=True)
         if cfg_path.exists() and cfg_path.read_text() != cfg_json:
-            raise ValueError(
-                f"{rdir} holds results of a different cross-validation configuration; "
-                "use another results_dir or delete it"
-            )
-        cfg_path.write_text(cfg_json)
+            warnings.warn(f"{rdir} holds folds of another recording or other settings: they are "
+                          "recomputed (and overwritten)", stacklevel=2)
+        atomic_write_text(cfg_path, cfg_json)
 
     records: list[dict[str, Any]] = []
     specs = []
     for k, split in enumerate(splits):
         for name in manifolds:
-            if rdir is not None and _task_path(rdir, name, k).exists():
-                records.append(json.loads(_task_path(rdir, name, k).read_text()))
+            key = _task_key(config, name, k)
+            saved = _saved_record(rdir, name, k, key) if rdir is not None else None
+            if saved is not None:
+                records.append(saved)
                 continue
             specs.append({
                 "Y": Y, "manifold": name, "fold": k, "split": split,
@@ -624,7 +679,7 @@ def crossvalidate(
                 "threads_per_task": threads_per_task, "test_init": test_init,
                 "refit_kwargs": refit_kwargs, "time_gaps": bool(time_gaps),
                 "test_posterior": test_posterior, "n_particles": int(n_particles),
-                "results_dir": str(rdir) if rdir is not None else None,
+                "results_dir": str(rdir) if rdir is not None else None, "key": key,
             })
 
     if specs:
@@ -651,7 +706,8 @@ def _execute(specs, executor, n_workers, progress) -> list[dict[str, Any]]:
             return list(tqdm(it, total=len(specs), desc="cross-validation", disable=not progress))
         import multiprocessing as mp
 
-        executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                       initializer=_worker_init, initargs=(os.getpid(),))
     try:
         futures = {executor.submit(run_fold, s): s for s in specs}
         out = []
@@ -671,7 +727,40 @@ def _execute(specs, executor, n_workers, progress) -> list[dict[str, Any]]:
                     "error": message, "train_elbo": float("nan"),
                     "seconds": float("nan"), **{m: float("nan") for m in METRICS},
                 })
-        return out
-    finally:
+    except BaseException:
+        # Ctrl-C, SIGTERM (through the CLI) or an error here: no one will read the other
+        # folds, so the pool's processes end now instead of finishing them
         if own:
-            executor.shutdown()
+            _stop_pool(executor)
+        raise
+    if own:
+        executor.shutdown()
+    return out
+
+
+def _worker_init(parent_pid: int) -> None:
+    """In each worker process: leave Ctrl-C to the parent (which ends the pool), and on Linux
+    ask the kernel to send SIGTERM when the parent dies, however it dies."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl: stop now
+        os._exit(1)
+
+
+def _stop_pool(executor: ProcessPoolExecutor) -> None:
+    """Cancel pending tasks and terminate the pool's worker processes."""
+    procs = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mgplvm._interrupts import deferred_interrupts, end_of_iteration, interruptible
 from mgplvm.fitting import FitResult
 from mgplvm.grid import GridPosterior, forward_backward, transition_matrices
 from mgplvm.latents import BrownianPrior
@@ -332,6 +333,7 @@ def _snapshot(model: MGPLVM) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@interruptible
 def fit_em(
     model: MGPLVM,
     Y: Any,
@@ -451,45 +453,45 @@ def fit_em(
     bar = tqdm(range(start, int(cfg["n_iter"])), disable=not progress, desc="mGPLVM (EM)",
                leave=False, initial=start, total=int(cfg["n_iter"]))
     it = start - 1
-    for it in bar:
-        before = _snapshot(model)
-        stats = data.statistics(torch.from_numpy(state["gamma"]).to(model.dtype))
-        _m_step(model, data, stats, points, int(cfg["m_steps"]))
-        gamma, elbo = _e_step(model, data, points, search_sd=learn_prior)
-        if not math.isfinite(elbo):
-            model.load_state_dict(before)
-            warnings.warn(f"non-finite ELBO at EM iteration {it}: stopping with the previous "
-                          "state restored", RuntimeWarning, stacklevel=2)
-            reason = "nan"
-            break
-        if elbo < state["best_elbo"] - 1e-9 * abs(state["best_elbo"]) and state["use_warp"]:
-            # the last warp did not pay off: back to the best state, and no more warps
-            model.load_state_dict(state["best"])
-            state.update(gamma=model.latents.probs.detach().cpu().numpy(), use_warp=False)
-            continue
-        model.latents.set_probs(gamma)
-        losses.append(-elbo)
-        if elbo >= state["best_elbo"]:
-            state.update(best_elbo=elbo, best=_snapshot(model))
-        if state["use_warp"] and it >= int(cfg["warp_iters"]):
-            state["use_warp"] = False
-        if state["use_warp"]:
-            gamma = _push(gamma, _warp_from_log_slope(_cue_warp(model, gamma, points)))
-        state["gamma"] = gamma
-        if progress:
-            sd = _step_sd(model)
-            bar.set_postfix(elbo=f"{elbo:.6g}",
-                            step=f"{math.degrees(sd):.2f}°" if sd is not None else "-")
-        stop = bool(callback(it, -elbo, model)) if callback is not None else False
-        n = int(cfg["patience"])
-        if (not state["use_warp"] and len(losses) > n
-                and losses[-1 - n] - losses[-1] <= float(cfg["rtol"]) * n * n_data):
-            reason, converged, stop = "converged", True, True
-        if checkpoint is not None and (it + 1) % int(checkpoint_every) == 0:
-            save(it + 1)
-        if stop:
-            reason = reason if converged else "callback"
-            break
+    with deferred_interrupts(checkpoint is not None) as interrupts:
+        for it in bar:
+            before = _snapshot(model)
+            stats = data.statistics(torch.from_numpy(state["gamma"]).to(model.dtype))
+            _m_step(model, data, stats, points, int(cfg["m_steps"]))
+            gamma, elbo = _e_step(model, data, points, search_sd=learn_prior)
+            if not math.isfinite(elbo):
+                model.load_state_dict(before)
+                warnings.warn(f"non-finite ELBO at EM iteration {it}: stopping with the previous "
+                              "state restored", RuntimeWarning, stacklevel=2)
+                reason = "nan"
+                break
+            if elbo < state["best_elbo"] - 1e-9 * abs(state["best_elbo"]) and state["use_warp"]:
+                # the last warp did not pay off: back to the best state, and no more warps
+                model.load_state_dict(state["best"])
+                state.update(gamma=model.latents.probs.detach().cpu().numpy(), use_warp=False)
+                continue
+            model.latents.set_probs(gamma)
+            losses.append(-elbo)
+            if elbo >= state["best_elbo"]:
+                state.update(best_elbo=elbo, best=_snapshot(model))
+            if state["use_warp"] and it >= int(cfg["warp_iters"]):
+                state["use_warp"] = False
+            if state["use_warp"]:
+                gamma = _push(gamma, _warp_from_log_slope(_cue_warp(model, gamma, points)))
+            state["gamma"] = gamma
+            if progress:
+                sd = _step_sd(model)
+                bar.set_postfix(elbo=f"{elbo:.6g}",
+                                step=f"{math.degrees(sd):.2f}°" if sd is not None else "-")
+            stop = bool(callback(it, -elbo, model)) if callback is not None else False
+            n = int(cfg["patience"])
+            if (not state["use_warp"] and len(losses) > n
+                    and losses[-1 - n] - losses[-1] <= float(cfg["rtol"]) * n * n_data):
+                reason, converged, stop = "converged", True, True
+            end_of_iteration(it + 1, checkpoint, int(checkpoint_every), save, interrupts, bar)
+            if stop:
+                reason = reason if converged else "callback"
+                break
     bar.close()
     if checkpoint is not None:
         save(it + 1)

@@ -42,10 +42,11 @@ import geoopt
 import numpy as np
 import pyro
 import torch
-from linear_operator.utils.errors import NotPSDError
+from linear_operator.utils.errors import NanError, NotPSDError
 from tqdm.auto import tqdm
 
-from mgplvm.model import MGPLVM, _plain_state
+from mgplvm._interrupts import deferred_interrupts, end_of_iteration, interruptible
+from mgplvm.model import MGPLVM, _plain_state, atomic_torch_save
 
 __all__ = [
     "fit", "FitResult", "OPTIMIZERS", "lr_factor", "register_optimizer", "make_fit_optimizer",
@@ -103,7 +104,9 @@ def make_fit_optimizer(
 class FitResult:
     """Outcome of :func:`fit`: ``losses`` (negative ELBO per iteration, total over the data set),
     ``elapsed`` seconds, iterations run ``n_iter``, ``converged`` and ``reason``
-    (``"max_iter"``, ``"converged"``, ``"nan"``, ``"cholesky"``)."""
+    (``"max_iter"``, ``"converged"``, ``"callback"``, ``"nan"`` / ``"cholesky"`` (a non-finite
+    step: the last good parameters are kept), ``"diverged"`` (the loss blew up: the starting
+    parameters are restored, and :attr:`diverged` is true; do not use such a fit))."""
 
     losses: np.ndarray
     elapsed: float
@@ -111,6 +114,11 @@ class FitResult:
     converged: bool
     reason: str
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> bool:
+        """True when the fit blew up (``reason == "diverged"``)."""
+        return self.reason == "diverged"
 
     @property
     def final_elbo(self) -> float:
@@ -166,6 +174,7 @@ _FIT_KEYS = (
 )
 
 
+@interruptible
 def fit(
     model: MGPLVM,
     Y: Any,
@@ -247,6 +256,9 @@ def fit(
                       callback=callback, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume)
     n_iter = 1500 if n_iter is None else n_iter
+    if int(n_iter) != n_iter or int(n_iter) < 1:
+        raise ValueError(f"n_iter must be an integer >= 1, got {n_iter}")
+    n_iter = int(n_iter)
     rtol = 1e-4 if rtol is None else rtol
     if train not in ("all", "latents"):
         raise ValueError(f"train must be 'all' or 'latents', got {train!r}")
@@ -436,7 +448,7 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
     start, elapsed0 = 0, 0.0
     es = {"ema": None, "best": math.inf, "best_it": 0}
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer_state"])
+        _load_optimizer_state(opt, ckpt["optimizer_state"])
         start = int(ckpt["iteration"])
         losses = list(ckpt["losses"].tolist())
         elapsed0 = float(ckpt["elapsed"])
@@ -451,6 +463,7 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
     reason, converged = "max_iter", False
     t0 = time.perf_counter()
     last_good = _snapshot(model)
+    start_state = last_good
 
     def save_checkpoint(it: int) -> None:
         if checkpoint is None:
@@ -467,74 +480,86 @@ def _run(model, Y, config, n_iter, progress, checkpoint, checkpoint_every, ckpt,
             "rng": _rng_state(),
             "config": config,
         }
-        tmp = Path(str(checkpoint) + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(checkpoint)
+        atomic_torch_save(blob, checkpoint)
 
     bar = tqdm(range(start, n_iter), disable=not progress, desc="mGPLVM", leave=False,
                initial=start, total=n_iter)
     it = start
-    for it in bar:
-        t_idx = _batch_indices(model.n_time, config["batch_size"], config["batch_mode"],
-                               model.device)
-        beta = 1.0 if burnin <= 0 else 1.0 - math.exp(-(it + 1) / burnin)
-        decay = lr_factor(it, n_iter, config["lr_final"])
-        for group, base in zip(opt.param_groups, base_lrs, strict=True):
-            if base is not None:
-                group["lr"] = base * decay
-        opt.zero_grad()
-        bad = None
-        try:
-            # Pyro's argument validation would raise on a NaN factor; NaNs are handled below
-            with pyro.validation_enabled(False):
-                loss = elbo.differentiable_loss(model.model, model.guide, Y, t_idx, beta)
-            if not torch.isfinite(loss):
-                bad = "nan"
-            else:
-                loss.backward()
-                if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
+    with deferred_interrupts(checkpoint is not None) as interrupts:
+        for it in bar:
+            t_idx = _batch_indices(model.n_time, config["batch_size"], config["batch_mode"],
+                                   model.device)
+            beta = 1.0 if burnin <= 0 else 1.0 - math.exp(-(it + 1) / burnin)
+            decay = lr_factor(it, n_iter, config["lr_final"])
+            for group, base in zip(opt.param_groups, base_lrs, strict=True):
+                if base is not None:
+                    group["lr"] = base * decay
+            opt.zero_grad()
+            bad = None
+            try:
+                # Pyro's argument validation would raise on a NaN factor; NaNs are handled below
+                with pyro.validation_enabled(False):
+                    loss = elbo.differentiable_loss(model.model, model.guide, Y, t_idx, beta)
+                if not torch.isfinite(loss):
                     bad = "nan"
-        except NotPSDError as err:
-            bad = "cholesky"
-            warnings.warn(f"Cholesky failed at iteration {it}: {err}", stacklevel=3)
-        if bad is not None:
-            _restore(model, last_good)
-            warnings.warn(
-                f"{'non-finite loss or gradient' if bad == 'nan' else 'Cholesky failure'} at "
-                f"iteration {it}: stopping with the last good parameters restored",
-                RuntimeWarning, stacklevel=3,
-            )
-            reason = bad
-            break
-        last_good = _snapshot(model)
-        if needs_nll:
-            from mgplvm.optim import pyro_sample_nll
+                else:
+                    loss.backward()
+                    if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
+                        bad = "nan"
+            except (NotPSDError, NanError) as err:
+                bad = "cholesky" if isinstance(err, NotPSDError) else "nan"
+                first_line = (str(err).splitlines() or [""])[0]
+                warnings.warn(f"{type(err).__name__} at iteration {it}: {first_line}", stacklevel=3)
+            if bad is not None:
+                reason = bad
+                if _diverged(losses):
+                    break  # handled below: the start is restored
+                _restore(model, last_good)
+                warnings.warn(
+                    f"{'non-finite loss or gradient' if bad == 'nan' else 'Cholesky failure'} at "
+                    f"iteration {it}: stopping with the last good parameters restored",
+                    RuntimeWarning, stacklevel=3,
+                )
+                break
+            last_good = _snapshot(model)
+            if needs_nll:
+                from mgplvm.optim import pyro_sample_nll
 
-            opt.set_sample_nll_fn(pyro_sample_nll(model.model, model.guide, Y, t_idx, beta))
-        opt.step()
-        value = float(loss.detach())
-        losses.append(value)
-        if progress and (it % 10 == 0 or it == n_iter - 1):
-            bar.set_postfix(elbo=f"{-value:.4g}", beta=f"{beta:.2f}")
-        stop = bool(callback(it, value, model)) if callback is not None else False
-        if config["early_stopping"]:
-            a = config["ema"]
-            es["ema"] = value if es["ema"] is None else (1 - a) * es["ema"] + a * value
-            if (es["ema"] < es["best"] - config["rtol"] * abs(es["best"])
-                    or es["best"] == math.inf or beta <= 0.99):
-                # the patience clock starts when the annealing ends: before, the loss is still
-                # moving with β and a plateau of the EMA means nothing
-                es["best"], es["best_it"] = es["ema"], it
-            elif beta > 0.99 and it - es["best_it"] >= config["patience"]:
-                reason, converged = "converged", True
-                stop = True
-        if checkpoint is not None and (it + 1) % checkpoint_every == 0:
-            save_checkpoint(it + 1)
-        if stop:
-            if reason == "max_iter":
-                reason = "callback"
-            break
+                opt.set_sample_nll_fn(pyro_sample_nll(model.model, model.guide, Y, t_idx, beta))
+            opt.step()
+            value = float(loss.detach())
+            losses.append(value)
+            if progress and (it % 10 == 0 or it == n_iter - 1):
+                bar.set_postfix(elbo=f"{-value:.4g}", beta=f"{beta:.2f}")
+            stop = bool(callback(it, value, model)) if callback is not None else False
+            if config["early_stopping"]:
+                a = config["ema"]
+                es["ema"] = value if es["ema"] is None else (1 - a) * es["ema"] + a * value
+                if (es["ema"] < es["best"] - config["rtol"] * abs(es["best"])
+                        or es["best"] == math.inf or beta <= 0.99):
+                    # the patience clock starts when the annealing ends: before, the loss is still
+                    # moving with β and a plateau of the EMA means nothing
+                    es["best"], es["best_it"] = es["ema"], it
+                elif beta > 0.99 and it - es["best_it"] >= config["patience"]:
+                    reason, converged = "converged", True
+                    stop = True
+            end_of_iteration(it + 1, checkpoint, checkpoint_every, save_checkpoint, interrupts,
+                             bar)
+            if stop:
+                if reason == "max_iter":
+                    reason = "callback"
+                break
     bar.close()
+    if _diverged(losses):
+        # a fit that blew up (a step size too large, a bad start): its parameters, and the
+        # "last good" ones before a non-finite step, are garbage; put the start back, say so
+        _restore(model, start_state)
+        warnings.warn(
+            f"the fit diverged: the negative ELBO went from {losses[0]:.4g} to {losses[-1]:.4g}"
+            f"{' and then became non-finite' if reason in ('nan', 'cholesky') else ''} in "
+            f"{len(losses)} iterations; the starting parameters are restored and the result "
+            "is marked reason='diverged' (try a smaller lr)", RuntimeWarning, stacklevel=3)
+        reason, converged = "diverged", False
     n_done = len(losses)
     if checkpoint is not None:
         save_checkpoint(n_done)
@@ -555,6 +580,43 @@ def lr_factor(it: int, n_iter: int, final: float) -> float:
     if final >= 1 or it <= half or n_iter - 1 <= half:
         return 1.0
     return final ** ((it - half) / (n_iter - 1 - half))
+
+
+#: a fit has diverged when its negative ELBO ends more than this many times the start's
+#: magnitude above the start (a garbage state); ordinary fits, KL annealing included, go down
+DIVERGENCE_FACTOR = 10.0
+
+
+def _diverged(losses: Sequence[float]) -> bool:
+    """True when the loss history (finite values) blew up: the last loss exceeds the first by
+    more than :data:`DIVERGENCE_FACTOR` times the first's magnitude."""
+    if len(losses) < 2:
+        return False
+    first, last = float(losses[0]), float(losses[-1])
+    return not math.isfinite(last) or last - first > DIVERGENCE_FACTOR * max(abs(first), 1.0)
+
+
+def _load_optimizer_state(opt, state: dict[str, Any]) -> None:
+    """``opt.load_state_dict(state)``, then give integer step counters back their type: torch
+    turns them into float32 tensors, and geoopt's bias corrections computed from those differ
+    in the last bits, so a resumed fit would drift from an uninterrupted one."""
+    opt.load_state_dict(state)
+    _int_steps(opt, state)
+
+
+def _int_steps(opt, state: dict[str, Any]) -> None:
+    parts = getattr(opt, "parts", None)
+    if isinstance(parts, dict):  # mgplvm.optim's composite optimiser: one state per part
+        for key, part in parts.items():
+            _int_steps(part, state[key])
+        return
+    if not isinstance(opt, torch.optim.Optimizer):
+        return
+    saved = state.get("state", {})
+    for key, value in zip(saved, opt.state.values(), strict=False):
+        step = saved[key].get("step") if isinstance(saved[key], dict) else None
+        if isinstance(step, int) and isinstance(value, dict) and "step" in value:
+            value["step"] = step
 
 
 def _snapshot(model: MGPLVM) -> dict[str, torch.Tensor]:

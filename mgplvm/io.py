@@ -7,7 +7,10 @@ Supported sources (``load_recording`` dispatches on the suffix or the object's t
   ``(trials, time)`` (radians) or ``/latents`` ``(trials, time, ambient)``, optional group
   ``/cells``.
   Any other HDF5 file works by naming the array: ``load_recording(f, array="spikes/counts")``.
-* NumPy ``.npz`` / ``.npy`` and MATLAB ``.mat`` (``scipy.io.loadmat``) count matrices.
+* NumPy ``.npz`` / ``.npy`` and MATLAB ``.mat`` count matrices: ``scipy.io.loadmat`` for
+  MATLAB v4-v7 files; v7.3 files are HDF5 and are read with h5py, each array transposed back to
+  MATLAB's shape (MATLAB stores arrays column-major), so both present a ``T×N`` MATLAB array as
+  ``(T, N)``. Sparse matrices are read as dense ones.
 * NWB files (needs the optional ``pynwb``): spike times of the ``units`` table, binned.
 * pynapple ``TsGroup`` objects (needs the optional ``pynapple``): spike times, binned.
 
@@ -26,12 +29,19 @@ when time runs along the first axis. A 2-D array with far more rows than columns
 without a layout (it would be fitted as that many neurons over a handful of bins).
 :meth:`Recording.rebin` sums counts into longer bins and :meth:`Recording.window` selects a
 stretch of time.
+
+A file that cannot be read (empty, truncated, not of the format its suffix says, holding no
+arrays), a missing optional reader, and a keyword argument that is missing or does not fit the
+file raise :class:`RecordingFormatError` (a ``ValueError``) with a one-line message that names
+the file, what is wrong and what to do; its ``argument`` names the keyword argument to change.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,15 +49,59 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Recording", "load_recording", "bin_spike_times", "resample_angle",
-           "circular_mean", "MissingBinSizeError"]
+           "circular_mean", "RecordingFormatError", "MissingBinSizeError", "MissingArrayError"]
 
 _DEFAULT_NAMES = ("Y", "counts", "spikes", "spike_counts", "data")
 #: a 2-D array with more than this many times as many rows as columns is refused without a layout
 _TRANSPOSED_RATIO = 10
+_SUFFIXES = (".h5", ".hdf5", ".npz", ".npy", ".mat", ".nwb")
+#: MATLAB classes of v7.3 variables that hold numbers
+_MATLAB_NUMERIC = ("double", "single", "logical", "int8", "uint8", "int16", "uint16", "int32",
+                   "uint32", "int64", "uint64")
+_SAVE_AGAIN = "copy or export the recording again"
+#: what h5py raises on a damaged file
+_H5_ERRORS = (OSError, RuntimeError, KeyError, UnicodeDecodeError)
 
 
-class MissingBinSizeError(ValueError):
-    """The file stores no bin size and none was given."""
+class RecordingFormatError(ValueError):
+    """A recording cannot be read as given: the file is empty, truncated, not of the format its
+    suffix says or holds no arrays, an optional reader is missing, or a keyword argument of
+    :func:`load_recording` is missing or does not fit the file.
+
+    Attributes:
+        argument: the keyword argument to change (``"array"``, ``"bin_size"``, ``"layout"``,
+            ``"angle"``, ``"bin_times"``), or None when the file itself is at fault; a command
+            line can name its own option from it.
+        path: the file, if one is concerned.
+    """
+
+    default_argument: str | None = None
+
+    def __init__(self, message: str, argument: str | None = None,
+                 path: str | os.PathLike | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument if argument is not None else self.default_argument
+        self.path = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return type(self), (str(self), self.argument, self.path)
+
+
+class MissingBinSizeError(RecordingFormatError):
+    """The file stores no bin size and none was given (``argument`` is ``"bin_size"``)."""
+
+    default_argument = "bin_size"
+
+
+class MissingArrayError(RecordingFormatError, KeyError):
+    """A named array is not in the file (``argument`` names the keyword that named it).
+
+    Also a ``KeyError`` (what was raised before); its message is printed without quotes."""
+
+    default_argument = "array"
 
 
 def circular_mean(angles: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -101,17 +155,20 @@ class Recording:
 
     def __post_init__(self) -> None:
         self.Y = _as_trials_neurons_time(np.asarray(self.Y, dtype=np.float64), "Y", None)
+        if self.Y.size == 0:
+            raise ValueError(f"Y is empty (shape {self.Y.shape}): no counts to fit")
         if not np.isfinite(self.Y).all():
             raise ValueError(f"Y contains {int((~np.isfinite(self.Y)).sum())} NaN/inf entries")
         if not (np.isfinite(self.bin_size) and self.bin_size > 0):
-            raise ValueError(f"bin_size must be a positive number of seconds, got {self.bin_size}")
+            raise RecordingFormatError(
+                f"bin_size must be a positive number of seconds, got {self.bin_size}", "bin_size")
         if self.head_direction is not None:
             hd = np.asarray(self.head_direction, dtype=np.float64)
             hd = hd.reshape(1, -1) if hd.ndim == 1 else hd
             if hd.shape != (self.n_trials, self.n_time):
-                raise ValueError(
+                raise RecordingFormatError(
                     f"head_direction has shape {hd.shape}, expected (trials, time) = "
-                    f"{(self.n_trials, self.n_time)}"
+                    f"{(self.n_trials, self.n_time)}", "angle"
                 )
             if np.isinf(hd).any():
                 raise ValueError("head_direction contains inf entries (NaN marks untracked bins)")
@@ -119,13 +176,15 @@ class Recording:
         if self.bin_times is not None:
             t = np.asarray(self.bin_times, dtype=np.float64).reshape(-1)
             if t.shape != (self.n_time,):
-                raise ValueError(f"bin_times has {t.size} entries, the recording {self.n_time} "
-                                 "bins")
+                raise RecordingFormatError(f"bin_times has {t.size} entries, the recording "
+                                           f"{self.n_time} bins", "bin_times")
             if not np.isfinite(t).all() or (t.size > 1 and not np.all(np.diff(t) > 0)):
-                raise ValueError("bin_times must be finite and strictly increasing (seconds)")
+                raise RecordingFormatError(
+                    "bin_times must be finite and strictly increasing (seconds)", "bin_times")
             if t.size > 1 and np.min(np.diff(t)) < self.bin_size * (1 - 1e-6):
-                raise ValueError(f"bin_times are closer than bin_size ({self.bin_size} s): bins "
-                                 "would overlap")
+                raise RecordingFormatError(f"bin_times are closer than bin_size "
+                                           f"({self.bin_size} s): bins would overlap",
+                                           "bin_times")
             self.bin_times = t
 
     # ------------------------------------------------------------------ time
@@ -224,26 +283,26 @@ class Recording:
 
 def _as_trials_neurons_time(arr: np.ndarray, name: str, layout: str | None) -> np.ndarray:
     if layout not in (None, "neurons,time", "time,neurons", "trials,neurons,time"):
-        raise ValueError(
+        raise RecordingFormatError(
             f"unknown layout {layout!r}; use 'neurons,time', 'time,neurons' or "
-            "'trials,neurons,time'"
+            "'trials,neurons,time'", "layout"
         )
     if arr.ndim == 2:
         rows, cols = arr.shape
         if layout is None and rows > _TRANSPOSED_RATIO * cols:
-            raise ValueError(
+            raise RecordingFormatError(
                 f"{name} has shape {arr.shape}: read as (neurons, time) that is {rows} neurons "
                 f"over {cols} bins, which looks transposed. If time runs along the first axis, "
                 "pass layout='time,neurons' (--layout time,neurons); to fit it as it is, pass "
-                "layout='neurons,time'"
+                "layout='neurons,time'", "layout"
             )
         arr = arr.T if layout == "time,neurons" else arr
         return arr[None]
     if arr.ndim == 3:
         return arr
-    raise ValueError(
+    raise RecordingFormatError(
         f"{name} has {arr.ndim} dimensions (shape {arr.shape}); expected (neurons, time) or "
-        "(trials, neurons, time)"
+        "(trials, neurons, time)", "array"
     )
 
 
@@ -334,20 +393,41 @@ def resample_angle(
 
 
 # ------------------------------------------------------------------------------------ readers
+def _detail(err: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 class _Source:
-    """Named arrays and attributes of one file (HDF5 datasets are read on access)."""
+    """Named arrays and attributes of one file (HDF5 datasets are read on access; those of a
+    MATLAB v7.3 file, ``matlab=True``, are transposed back to MATLAB's shape)."""
 
     def __init__(self, path: Path, arrays: dict[str, Any], attrs: dict[str, Any],
-                 h5: Any = None) -> None:
+                 h5: Any = None, matlab: bool = False) -> None:
         self.path, self.arrays, self.attrs, self.h5 = path, arrays, attrs, h5
+        self.matlab = matlab
+
+    @property
+    def schema(self) -> bool:
+        """Whether the file may follow mgplvm's HDF5 schema (``latents``, ``cells``)."""
+        return self.h5 is not None and not self.matlab
 
     def names(self) -> list[str]:
         if self.h5 is not None:
             import h5py
 
             found: list[str] = []
-            self.h5.visititems(
-                lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) else None)
+
+            def visit(name: str, obj: Any) -> None:
+                if any(part.startswith("#") for part in name.split("/")):
+                    return  # MATLAB's #refs# and #subsystem# groups
+                if any(name.startswith(f"{s}/") for s in found):
+                    return  # the parts of a MATLAB sparse matrix
+                if isinstance(obj, h5py.Dataset) or "MATLAB_sparse" in obj.attrs:
+                    found.append(name)
+
+            self.h5.visititems(visit)
             return found
         return sorted(k for k in self.arrays if not k.startswith("__"))
 
@@ -356,15 +436,80 @@ class _Source:
             return name in self.h5
         return name in self.arrays
 
-    def get(self, name: str, what: str) -> np.ndarray:
+    def no_arrays(self) -> RecordingFormatError:
+        """The error for a file without any array."""
+        return RecordingFormatError(
+            f"{self.path} holds no arrays: save the counts into it, (neurons, time) or "
+            "(trials, neurons, time), e.g. under the name 'Y'", path=self.path)
+
+    def missing(self, name: str, what: str, argument: str | None) -> RecordingFormatError:
+        """The error for an array ``name`` that is not in the file."""
+        found = self.names()
+        if not found:
+            return self.no_arrays()
+        return MissingArrayError(f"{self.path} has no {what} {name!r}; arrays in the file: "
+                                 f"{found}", argument, self.path)
+
+    def get(self, name: str, what: str, argument: str | None = None) -> np.ndarray:
+        """Array ``name`` as float64; ``what`` and ``argument`` (the keyword argument that
+        named it) word the errors."""
         if name not in self:
-            raise KeyError(f"{self.path} has no {what} {name!r}; arrays in the file: "
-                           f"{self.names()}")
-        value = self.h5[name][()] if self.h5 is not None else self.arrays[name]
+            raise self.missing(name, what, argument)
         try:
-            return np.asarray(value, dtype=np.float64)
+            value = self._read_h5(name, what, argument) if self.h5 is not None \
+                else self.arrays[name]
+            if hasattr(value, "toarray"):  # a sparse matrix of loadmat
+                value = value.toarray()
+            arr = np.asarray(value, dtype=np.float64)
+        except RecordingFormatError:
+            raise
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{self.path}: {what} {name!r} is not a numeric array") from err
+            raise RecordingFormatError(f"{self.path}: {what} {name!r} is not a numeric array"
+                                       + _choose_another(argument), argument, self.path) from err
+        if arr.size == 0:
+            raise RecordingFormatError(f"{self.path}: {what} {name!r} is empty (shape "
+                                       f"{arr.shape})" + _choose_another(argument), argument,
+                                       self.path)
+        return arr
+
+    def _read_h5(self, name: str, what: str, argument: str | None) -> Any:
+        import h5py
+
+        obj = self.h5[name]
+        if self.matlab and isinstance(obj, h5py.Group) and "MATLAB_sparse" in obj.attrs:
+            return _matlab_sparse(obj)
+        if not isinstance(obj, h5py.Dataset):
+            raise RecordingFormatError(f"{self.path}: {what} {name!r} is a group, not an array; "
+                                       f"arrays in the file: {self.names()}", argument,
+                                       self.path)
+        if not self.matlab:
+            return obj[()]
+        cls = obj.attrs.get("MATLAB_class", b"double")
+        cls = cls.decode(errors="replace") if isinstance(cls, bytes) else str(cls)
+        if obj.attrs.get("MATLAB_empty", 0):
+            return np.zeros((0, 0))  # the dataset holds the dimensions, not values
+        if cls not in _MATLAB_NUMERIC:
+            raise RecordingFormatError(f"{self.path}: {what} {name!r} is a MATLAB {cls}, not a "
+                                       "numeric array" + _choose_another(argument), argument,
+                                       self.path)
+        return np.asarray(obj[()]).T  # MATLAB is column-major: h5py sees the axes reversed
+
+
+def _choose_another(argument: str | None) -> str:
+    if argument in ("array", "angle", "bin_times"):
+        return f"; choose another with {argument}='<name>'"
+    return ""
+
+
+def _matlab_sparse(group: Any) -> np.ndarray:
+    """A MATLAB v7.3 sparse matrix (compressed sparse columns) as a dense array."""
+    jc = np.asarray(group["jc"][()], dtype=np.int64).ravel()
+    out = np.zeros((int(group.attrs["MATLAB_sparse"]), jc.size - 1))
+    if "data" in group:
+        rows = np.asarray(group["ir"][()], dtype=np.int64).ravel()
+        cols = np.repeat(np.arange(jc.size - 1), np.diff(jc))
+        out[rows, cols] = np.asarray(group["data"][()], dtype=np.float64).ravel()
+    return out
 
 
 def _counts(src: _Source, array: str | None, layout: str | None) -> tuple[np.ndarray, str]:
@@ -372,29 +517,39 @@ def _counts(src: _Source, array: str | None, layout: str | None) -> tuple[np.nda
     the neurons after each is put in ``(trials, neurons, time)`` order)."""
     if array:
         names = [a.strip() for a in array.split(",") if a.strip()]
+        if not names:
+            raise RecordingFormatError(f"array={array!r} names no array; give one or more names "
+                                       "separated by commas", "array", src.path)
     else:
         names = [n for n in _DEFAULT_NAMES if n in src][:1]
         if not names:
-            raise KeyError(
+            found = src.names()
+            if not found:
+                raise src.no_arrays()
+            raise MissingArrayError(
                 f"{src.path} has no array named any of {list(_DEFAULT_NAMES)}; arrays in the "
-                f"file: {src.names()}. Pass array='<name>' to choose one."
+                f"file: {found}. Pass array='<name>' to choose one.", "array", src.path
             )
-    parts = [_as_trials_neurons_time(src.get(n, "array"), n, layout) for n in names]
+    parts = [_as_trials_neurons_time(src.get(n, "array", "array"), f"{src.path}: array {n!r}",
+                                     layout) for n in names]
     shapes = {(p.shape[0], p.shape[2]) for p in parts}
     if len(shapes) > 1:
-        raise ValueError(f"the arrays {names} have different numbers of trials or bins "
-                         f"({[p.shape for p in parts]}); they cannot be joined along neurons")
+        raise RecordingFormatError(
+            f"{src.path}: the arrays {names} have different numbers of trials or bins "
+            f"({[p.shape for p in parts]}); they cannot be joined along neurons", "array",
+            src.path)
     return np.concatenate(parts, axis=1), ",".join(names)
 
 
 def _angle(src: _Source, name: str, n_time: int, bin_size: float, rate: float | None,
            start: float) -> np.ndarray:
     """The tracked angle ``name`` on the bins, ``(trials, time)`` (see :func:`load_recording`)."""
-    a = src.get(name, "angle")
+    a = src.get(name, "angle", "angle")
     finite = a[np.isfinite(a)]
     if finite.size and (finite.max() - finite.min()) > 2 * np.pi + 0.1 and a.ndim == 1:
-        raise ValueError(f"{src.path}: angle {name!r} spans {finite.min():.3g} to "
-                         f"{finite.max():.3g}: it looks like degrees; convert it to radians")
+        raise RecordingFormatError(f"{src.path}: angle {name!r} spans {finite.min():.3g} to "
+                                   f"{finite.max():.3g}: it looks like degrees; convert it to "
+                                   "radians", "angle", src.path)
     if a.ndim == 2 and a.shape[1] == 2 and a.shape[0] != n_time:  # (time, angle) pairs
         return resample_angle(a[:, 0], a[:, 1], bin_size, n_time, t_start=start)[None]
     if a.ndim == 2 and 1 in a.shape:
@@ -406,35 +561,94 @@ def _angle(src: _Source, name: str, n_time: int, bin_size: float, rate: float | 
     if a.ndim == 1 and rate is not None:
         times = start + np.arange(a.size) / float(rate)
         return resample_angle(times, a, bin_size, n_time)[None]
-    raise ValueError(
+    raise RecordingFormatError(
         f"{src.path}: angle {name!r} has shape {a.shape} but the recording has {n_time} bins. "
         "Give one angle per bin, (time, angle) pairs as two columns, or samples at their own "
-        "rate with angle_rate=<Hz> (--angle-rate)"
+        "rate with angle_rate=<Hz> (--angle-rate)", "angle", src.path
     )
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before any reader runs, a path that cannot hold a recording."""
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise RecordingFormatError(f"unsupported file type {suffix!r} for {path}: use .h5/.hdf5, "
+                                   ".npz, .npy, .mat or .nwb", path=path)
+    if path.is_dir():
+        raise RecordingFormatError(f"{path} is a folder, not a recording file: give the path of "
+                                   "a file", path=path)
+    if not os.access(path, os.R_OK):
+        raise RecordingFormatError(f"{path} cannot be read: permission denied; make it readable "
+                                   f"(chmod u+r) or copy it somewhere you can read it", path=path)
+    if path.stat().st_size == 0:
+        raise RecordingFormatError(f"{path} is empty (0 bytes): nothing was saved in it, or a "
+                                   f"copy or download stopped early; {_SAVE_AGAIN}", path=path)
+
+
+def _not_readable(path: Path, kind: str, err: BaseException, how: str) -> RecordingFormatError:
+    return RecordingFormatError(
+        f"{path} is not {kind} or is truncated ({path.stat().st_size} bytes; {_detail(err)}): "
+        f"{_SAVE_AGAIN}{how}, or give the file the suffix of its format (.h5, .npz, .npy, .mat, "
+        ".nwb)", path=path)
+
+
+def _open_h5(path: Path, kind: str, matlab: bool = False):
+    """``(source, closer)`` for an HDF5 file (``matlab``: a MATLAB v7.3 file)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise _not_readable(path, kind, err, "") from err
+    try:
+        attrs = {k: f.attrs[k] for k in f.attrs}
+    except _H5_ERRORS as err:
+        f.close()
+        raise _not_readable(path, kind, err, "") from err
+    return _Source(path, {}, attrs, h5=f, matlab=matlab), f.close
 
 
 def _open(path: Path):
-    """``(source, closer)`` for a file path."""
+    """``(source, closer)`` for a file path (checked by :func:`_check_file`)."""
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
-        import h5py
-
-        f = h5py.File(path, "r")
-        attrs = {k: f.attrs[k] for k in f.attrs}
-        return _Source(path, {}, attrs, h5=f), f.close
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        return _open_h5(path, "an HDF5 file")
+    if suffix in (".npz", ".npy"):
+        kind = f"a NumPy {suffix} file"
+        how = " with np.save" if suffix == ".npy" else " with np.savez"
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY" and magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise _not_readable(path, kind, ValueError(
+                "it starts with neither the .npy nor the zip signature"), how)
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                arrays = {"Y": loaded}
+            else:
+                with loaded as z:
+                    arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise _not_readable(path, kind, err, how) from err
+        if suffix == ".npy" and arrays["Y"].size == 0:
+            raise RecordingFormatError(f"{path} holds an empty array (shape {arrays['Y'].shape}): "
+                                       f"there are no counts to fit; {_SAVE_AGAIN}", path=path)
         return _Source(path, arrays, {}), lambda: None
-    if suffix == ".npy":
-        return _Source(path, {"Y": np.load(path, allow_pickle=False)}, {}), lambda: None
-    if suffix == ".mat":
-        from scipy.io import loadmat
+    import h5py
 
-        return _Source(path, loadmat(path), {}), lambda: None
-    raise ValueError(
-        f"unsupported file type {suffix!r} for {path}: use .h5/.hdf5, .npz, .npy, .mat or .nwb"
-    )
+    if h5py.is_hdf5(path):  # MATLAB v7.3 (HDF5 after a 512-byte MATLAB header)
+        with open(path, "rb") as f:
+            matlab = f.read(128).startswith(b"MATLAB 7.3")
+        return _open_h5(path, "a MATLAB v7.3 (HDF5) file", matlab=matlab)
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        arrays = loadmat(path)
+    except (MatReadError, OSError, ValueError, TypeError, EOFError, IndexError, zlib.error,
+            NotImplementedError) as err:
+        raise _not_readable(path, "a MATLAB .mat file", err, " with MATLAB's save") from err
+    return _Source(path, arrays, {}), lambda: None
 
 
 def _from_source(src: _Source, array, layout, bin_size, angle, angle_rate, angle_start,
@@ -443,51 +657,60 @@ def _from_source(src: _Source, array, layout, bin_size, angle, angle_rate, angle
     bs = bin_size
     if bs is None and "bin_size" in src.attrs:
         bs = src.attrs["bin_size"]
-    if bs is None and "bin_size" in src and src.h5 is None:
-        bs = float(np.asarray(src.arrays["bin_size"]).ravel()[0])
+    if bs is None and "bin_size" in src and not src.schema:
+        bs = float(src.get("bin_size", "bin size", "bin_size").ravel()[0])
     if bs is None:
         raise MissingBinSizeError(f"{src.path} has no 'bin_size': pass bin_size=<seconds> "
-                                  "(--bin-size)")
+                                  "(--bin-size)", path=src.path)
     bs = float(bs)
     n_time = Y.shape[-1]
     hd = lat = None
     if angle is not None:
         hd = _angle(src, angle, n_time, bs, angle_rate, angle_start)
     elif "head_direction" in src:
-        hd = src.get("head_direction", "angle")
-    if "latents" in src and src.h5 is not None and used in _DEFAULT_NAMES:
+        hd = src.get("head_direction", "angle", "angle")
+    if "latents" in src and src.schema and used in _DEFAULT_NAMES:
         lat = src.get("latents", "latents")
         if hd is None and lat.shape[-1] == 1:
             hd = lat[..., 0]
     times = None
     if bin_times is not None:
-        times = (src.get(bin_times, "bin times") if isinstance(bin_times, str)
+        times = (src.get(bin_times, "bin times", "bin_times") if isinstance(bin_times, str)
                  else np.asarray(bin_times, dtype=np.float64)).reshape(-1)
     cells: dict[str, np.ndarray] = {}
-    if src.h5 is not None and "cells" in src.h5:
+    if src.schema and "cells" in src.h5:
         cells = {k: np.asarray(v) for k, v in src.h5["cells"].items()}
     desc = str(src.attrs.get("description", ""))
     return Recording(Y, bs, hd, lat, cells, desc, str(src.path), bin_times=times)
 
 
 def _load_nwb(path: Path, bin_size: float | None) -> Recording:
+    import h5py
+
+    try:
+        h5py.File(path, "r").close()
+    except OSError as err:
+        raise _not_readable(path, "an NWB (HDF5) file", err, "") from err
     try:
         from pynwb import NWBHDF5IO
-    except ImportError as err:  # pragma: no cover - optional dependency
-        raise ImportError("reading NWB files needs pynwb: pip install pynwb") from err
+    except ImportError as err:
+        raise RecordingFormatError(f"reading the NWB file {path} needs pynwb, which is not "
+                                   "installed: pip install pynwb", path=path) from err
     if bin_size is None:
-        raise ValueError("NWB units hold spike times: pass bin_size=<seconds> to bin them")
+        raise MissingBinSizeError(f"{path}: NWB units hold spike times: pass bin_size=<seconds> "
+                                  "to bin them", path=path)
     with NWBHDF5IO(str(path), "r") as io:
         nwb = io.read()
         if nwb.units is None:
-            raise ValueError(f"{path} has no units table (no spike times to bin)")
+            raise RecordingFormatError(f"{path} has no units table (no spike times to bin)",
+                                       path=path)
         trains = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(nwb.units))]
     return Recording(bin_spike_times(trains, bin_size), bin_size, source=str(path))
 
 
 def _from_pynapple(tsgroup: Any, bin_size: float | None) -> Recording:
     if bin_size is None:
-        raise ValueError("a pynapple TsGroup holds spike times: pass bin_size=<seconds>")
+        raise MissingBinSizeError("a pynapple TsGroup holds spike times: pass bin_size=<seconds>")
     trains = [np.asarray(tsgroup[k].t) for k in tsgroup.keys()]
     return Recording(bin_spike_times(trains, bin_size), bin_size, source="pynapple.TsGroup")
 
@@ -519,6 +742,13 @@ def load_recording(
             Default: ``head_direction`` if the file has it.
         bin_times: each bin's start time in seconds: an array, or the name of one in the file.
 
+    Raises:
+        FileNotFoundError: no file at ``source``.
+        RecordingFormatError: the file is empty, truncated, not of its suffix's format or holds
+            no arrays; an optional reader is missing; a keyword argument is missing or does
+            not fit the file (its ``argument`` names which). :class:`MissingBinSizeError` and
+            :class:`MissingArrayError` (also a ``KeyError``) are subclasses.
+
     Loading warns when part of the tracked angle is NaN (untracked bins are kept and masked
     in every metric).
     """
@@ -529,12 +759,20 @@ def load_recording(
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"no such recording file: {path}")
+    _check_file(path)
     if path.suffix.lower() == ".nwb":
         return _load_nwb(path, bin_size)
     src, close = _open(path)
     try:
         rec = _from_source(src, array, layout, bin_size, angle, angle_rate, angle_start,
                            bin_times)
+    except RecordingFormatError:
+        raise
+    except _H5_ERRORS as err:  # h5py on a damaged or cut-off file
+        if src.h5 is None:
+            raise
+        raise RecordingFormatError(f"{path} cannot be read ({_detail(err)}): the file is "
+                                   f"damaged or truncated; {_SAVE_AGAIN}", path=path) from err
     finally:
         close()
     frac = rec.untracked_fraction

@@ -58,6 +58,7 @@ from gpytorch.variational.variational_strategy import ComputePredictiveUpdates
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 
+from mgplvm._atomic import atomic_torch_save
 from mgplvm.grid import DEFAULT_GRID_POINTS, GridPosterior
 from mgplvm.kernels import (
     ManifoldMaternKernel,
@@ -615,6 +616,10 @@ class MGPLVM(nn.Module):
         self.n_inducing = int(n_inducing)
         if self.n_inducing < 1:
             raise ValueError(f"n_inducing must be >= 1, got {n_inducing}")
+        for name, v in (("lengthscale", lengthscale), ("outputscale", outputscale),
+                        ("latent_sd", latent_sd)):
+            if not _positive_finite(v):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
         self.init_method = init
         vd_name = (
             variational_distribution
@@ -1445,25 +1450,11 @@ def _scale(beta: float):
     return contextlib.nullcontext()
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder, fsync'ed and then
-    renamed over ``path`` (atomic on POSIX and Windows): a crash mid-write never leaves ``path``
-    truncated."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _positive_finite(v: Any) -> bool:
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        return math.isfinite(float(v)) and float(v) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:

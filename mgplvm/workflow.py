@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mgplvm._atomic import atomic_path, atomic_write_text
 from mgplvm.cli import BUNDLED, CLIError
 
 __all__ = [
@@ -61,11 +63,8 @@ def load(path: str | Path, array: str | None = None, bin_size: float | None = No
         )
     try:
         return load_recording(p, array=array, bin_size=bin_size, layout=layout)
-    except KeyError as err:
-        msg = err.args[0] if err.args else str(err)
-        msg = str(msg).replace("Pass array='<name>' to choose one.",
-                               "Choose one with --array NAME.")
-        raise CLIError(msg) from err
+    except (KeyError, ValueError) as err:
+        raise CLIError(_cli_message(err)) from err
 
 
 def load_from_args(args):
@@ -100,21 +99,34 @@ def load_from_args(args):
             rec = rec.rebin(args.bin_size)
         if args.start is not None or args.stop is not None:
             rec = rec.window(args.start, args.stop)
-    except KeyError as err:
-        msg = str(err.args[0] if err.args else err)
-        raise CLIError(msg.replace("Pass array='<name>' to choose one.",
-                                   "Choose one with --array NAME.")) from err
-    except ValueError as err:
-        raise CLIError(_flag_names(str(err))) from err
+    except (KeyError, ValueError) as err:
+        raise CLIError(_cli_message(err)) from err
     return rec
+
+
+#: keyword arguments of the library -> the command line's flags
+_FLAGS = {"layout": "--layout", "bin_size": "--bin-size", "angle_rate": "--angle-rate",
+          "angle_start": "--angle-start", "array": "--array", "angle": "--angle",
+          "bin_times": "--bin-times"}
 
 
 def _flag_names(msg: str) -> str:
     """Library messages name keyword arguments; on the command line they are flags."""
-    for kw, flag in (("layout=", "--layout "), ("bin_size=", "--bin-size "),
-                     ("angle_rate=", "--angle-rate "), ("array=", "--array ")):
-        msg = msg.replace(kw, flag)
+    msg = msg.replace("Pass array='<name>' to choose one.", "Choose one with --array NAME.")
+    for kw in sorted(_FLAGS, key=len, reverse=True):  # angle_rate= before angle=
+        msg = re.sub(rf"(?<![\w-]){kw}=", _FLAGS[kw] + " ", msg)
     return msg
+
+
+def _cli_message(err: BaseException) -> str:
+    """One line for a loading error: its message with flags for keyword arguments, and the
+    flag to change when the error names one (:class:`mgplvm.io.RecordingFormatError`)."""
+    msg = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+    msg = _flag_names(msg)
+    flag = _FLAGS.get(getattr(err, "argument", None) or "")
+    if flag and flag not in msg:
+        msg += f" (see {flag})"
+    return " ".join(msg.split())
 
 
 def _check_manifold(name: str):
@@ -288,12 +300,33 @@ def report_fit(report, model, result, rec, *, source: str | Path | None = None,
     return summary
 
 
+def json_text(obj: Any) -> str:
+    """Strict JSON (``NaN``/``inf`` -> ``null``, numpy scalars and arrays as numbers/lists),
+    indented: what ``summary.json`` files hold."""
+    def clean(o):
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
+        if isinstance(o, np.generic):
+            o = o.item()
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, Path):
+            return str(o)
+        return o
+
+    return json.dumps(clean(obj), indent=1, allow_nan=False, default=float)
+
+
 def _save_fit(out: Path, model, result) -> None:
     import h5py
 
     model.save(out / "model.pt")
     post = model.latent_posterior(level=0.95)
-    with h5py.File(out / "latents.h5", "w") as f:
+    with atomic_path(out / "latents.h5") as tmp, h5py.File(tmp, "w") as f:
         f.attrs["manifold"] = model.manifold.name
         f.attrs["level"] = post.level
         f["mean"] = post.mean.cpu().numpy()
@@ -437,9 +470,8 @@ def run_demo(out: str | Path = "mgplvm_report", *, file: str | Path = BUNDLED,
         preformatted=True,
     )
     index = report.write()
-    (out / "summary.json").write_text(json.dumps(
-        {"fit": summary, "cv_winner": cv.winner(), "cv": cv.summary(), "seconds": seconds},
-        indent=1, default=float))
+    atomic_write_text(out / "summary.json", json_text(
+        {"fit": summary, "cv_winner": cv.winner(), "cv": cv.summary(), "seconds": seconds}))
     log(f"report: {index} ({seconds:.0f} s)")
     return DemoResult(index=index, fit=summary, cv=cv, seconds=seconds, settings=settings)
 
@@ -476,6 +508,14 @@ def cmd_fit(args) -> int:
                   refit_iter=refit["n_iter"])
     rec = load_from_args(args)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(args.checkpoint) if args.checkpoint else out / "checkpoint.pt"
+    kw.update(checkpoint=ckpt, checkpoint_every=args.checkpoint_every)
+    if args.resume:
+        if not ckpt.exists():
+            raise CLIError(f"--resume: no checkpoint at {ckpt} (give the fit's --out or "
+                           "--checkpoint)")
+        kw["resume"] = ckpt
     print(rec.summary())
     try:
         model, result = fit_recording(rec, args.manifold, likelihood=args.likelihood,
@@ -483,6 +523,12 @@ def cmd_fit(args) -> int:
                                       optimizer=args.optimizer, **kw)
     except ValueError as err:
         raise CLIError(_flag_names(str(err))) from err
+    if result.reason in ("diverged", "nan", "cholesky") and result.n_iter < 2:
+        raise CLIError(f"the fit failed ({result.reason} at iteration {result.n_iter}); nothing "
+                       "was saved")
+    if result.reason == "diverged":
+        raise CLIError(f"the fit diverged (the loss blew up within {result.n_iter} iterations); "
+                       "nothing was saved")
     report = Report(out, title=f"mgplvm fit: {Path(args.file).name} on {args.manifold}")
     report.add_text("Recording", rec.summary(), preformatted=True)
     summary = report_fit(report, model, result, rec, source=args.file)
@@ -491,8 +537,9 @@ def cmd_fit(args) -> int:
     _save_fit(out, model, result)
     report.add_table("Fit", [summary])
     index = report.write()
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    print(json.dumps(summary, indent=1, default=float))
+    text = json_text(summary)
+    atomic_write_text(out / "summary.json", text)
+    print(text)
     print(f"model: {out / 'model.pt'}  latents: {out / 'latents.h5'}  report: {index}")
     return 0
 
@@ -535,6 +582,9 @@ def cmd_crossval(args) -> int:
                       progress=not args.no_progress, test_init=args.test_init,
                       test_posterior=args.test_posterior, refit_kwargs=_refit_args(args),
                       time_gaps=not args.no_time_gaps, **kw)
+    if cv.records and len(cv.failed) == len(cv.records):
+        raise CLIError(f"every fold failed ({len(cv.records)}); the first: "
+                       f"{' '.join(str(cv.failed[0]['error']).split())}")
     report = Report(out, title=f"mgplvm crossval: {Path(args.file).name}")
     report_crossval(report, cv, out)
     index = report.write()
@@ -605,8 +655,9 @@ def cmd_decode(args) -> int:
                           + (" (aligned to the tracked angle by the ring's symmetries)"
                              if tracked is not None else "") + ".")
     index = report.write()
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    print(json.dumps(summary, indent=1, default=float))
+    text = json_text(summary)
+    atomic_write_text(out / "summary.json", text)
+    print(text)
     print(f"latents: {out / 'decoded.h5'}  report: {index}")
     return 0
 
@@ -637,19 +688,31 @@ def cmd_simulate(args) -> int:
 def cmd_comms(args) -> int:
     import torch
 
-    from mgplvm.comms import chain_pair, max_rate
+    from mgplvm.comms import BoundaryOptimumWarning, chain_pair, default_T_range, max_rate
 
     if args.n < 2:
         raise CLIError(f"--n must be at least 2, got {args.n}")
     if any(s <= 0 for s in args.noise):
         raise CLIError("noise variances must be positive")
-    A_n, A_nn = chain_pair(args.n, args.alpha)
+    try:
+        A_n, A_nn = chain_pair(args.n, args.alpha)
+    except ValueError as err:
+        raise CLIError(str(err).replace("alpha", "--alpha")) from err
     eye = torch.eye(args.n, dtype=torch.float64)
+    lo, hi = default_T_range(A_n)
     print(f"chains of n={args.n}: forward weight {args.alpha:g}, backward {1 / args.alpha:g} "
           f"(non-normal) vs symmetric (normal), same spectrum; B = C = I")
+    print(f"packet interval T searched in [{lo:.3g}, {hi:.3g}] (half the fastest to ten slowest "
+          "time constants); '<' marks an optimum on the lower edge of that range, '>' the upper")
     print(f"{'sigma^2':>10} {'R_max normal':>14} {'R_max non-normal':>18} {'ratio':>8}")
+    edge = {"lower": "<", "upper": ">"}
     for s2 in args.noise:
-        r_n = float(max_rate(A_n, eye, eye, noise_var=s2).rate)
-        r_nn = float(max_rate(A_nn, eye, eye, noise_var=s2).rate)
-        print(f"{s2:>10g} {r_n:>14.4g} {r_nn:>18.4g} {r_nn / r_n:>8.3g}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BoundaryOptimumWarning)  # marked in the table
+            res_n = max_rate(A_n, eye, eye, noise_var=s2)
+            res_nn = max_rate(A_nn, eye, eye, noise_var=s2)
+        r_n, r_nn = float(res_n.rate), float(res_nn.rate)
+        cell_n = edge.get(res_n.boundary, "") + f"{r_n:.4g}"
+        cell_nn = edge.get(res_nn.boundary, "") + f"{r_nn:.4g}"
+        print(f"{s2:>10g} {cell_n:>14} {cell_nn:>18} {r_nn / r_n:>8.3g}")
     return 0

@@ -116,7 +116,11 @@ def test_rate_gradients_match_finite_differences():
         torch.tensor(0.9, dtype=F64, requires_grad=True),
         torch.tensor(0.7, dtype=F64, requires_grad=True),
     )
-    assert torch.autograd.gradcheck(transmission_rate, args, eps=1e-6, atol=1e-6, rtol=1e-5)
+    # check=False: the finite differences perturb Σ off the symmetric matrices
+    def rate(*a):
+        return transmission_rate(*a, check=False)
+
+    assert torch.autograd.gradcheck(rate, args, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_optimal_sigma_constraints_and_optimality():
@@ -135,6 +139,7 @@ def test_optimal_sigma_constraints_and_optimality():
         assert float(r) >= float(transmission_rate(A, eye, eye, Sr, 1.0, 2.0)) - 1e-10
 
 
+@pytest.mark.filterwarnings("ignore::mgplvm.comms.BoundaryOptimumWarning")  # T → 0
 def test_normal_network_rate_depends_only_on_spectrum():
     rng = np.random.default_rng(5)
     lam = np.array([-0.7, -1.5, -3.0])
@@ -149,6 +154,7 @@ def test_normal_network_rate_depends_only_on_spectrum():
     assert res[0].T == pytest.approx(res[1].T, rel=1e-2)
 
 
+@pytest.mark.filterwarnings("ignore::mgplvm.comms.BoundaryOptimumWarning")  # T → 0
 def test_nonnormal_chain_beats_normal_at_high_noise():
     eye = torch.eye(4, dtype=F64)
     grid = np.geomspace(0.1, 5.0, 6)

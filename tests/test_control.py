@@ -549,6 +549,61 @@ def test_vmap_of_grad_and_jacfwd() -> None:
     assert rel_err(jf, jr) < 1e-12
 
 
+_BATCHED_CASES = [(eq, b) for eq in LINEAR for b in ("scipy", "torch")] + [
+    (eq, "torch") for eq in ("care", "dare")
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, C128], ids=str)
+@pytest.mark.parametrize(("eq", "backend"), _BATCHED_CASES)
+def test_gradcheck_batched_grad(eq: str, backend: str, dtype: torch.dtype) -> None:
+    """The legacy vmap of check_batched_grad reaches the Functions' forward with BatchedTensors
+    (solved sample by sample through a custom op); tests/test_faults_comms.py covers "auto"."""
+    args = _grad_inputs(eq, dtype, n=2)
+    assert gradcheck(_fn(eq, backend), args, check_batched_grad=True)
+
+
+@pytest.mark.parametrize("eq", ["clyap", "care"])
+def test_gradgradcheck_batched_grad(eq: str) -> None:
+    args = _grad_inputs(eq, F64, n=2)
+    assert gradgradcheck(_fn(eq, "auto"), args, check_batched_grad=True)
+
+
+@pytest.mark.parametrize("eq", EQS)
+def test_jacobian_vectorized_forward_mode(eq: str) -> None:
+    """jacobian(vectorize=True, strategy="forward-mode"): legacy vmap over the tangents."""
+    args = make_problem(eq, 3, F64, seed=15)
+    fn = _fn(eq, "auto")
+
+    def of_A(a: torch.Tensor) -> torch.Tensor:
+        return fn(a, *args[1:])
+
+    J = torch.autograd.functional.jacobian(of_A, args[0], vectorize=True, strategy="forward-mode")
+    assert rel_err(J, torch.func.jacfwd(of_A)(args[0])) < 1e-12
+
+
+@pytest.mark.parametrize("backend", ["scipy", "torch", "kron"])
+@pytest.mark.parametrize("eq", EQS)
+def test_forward_ad_dual_tensors(eq: str, backend: str) -> None:
+    """torch.autograd.forward_ad dual tensors give torch.func.jvp's tangent on every backend
+    (a view returned by the forward used to stop the torch CARE with an internal assert)."""
+    import torch.autograd.forward_ad as fwAD
+
+    if backend == "kron" and eq not in LINEAR:
+        pytest.skip("no Kronecker backend for the Riccati equations")
+    args = make_problem(eq, 3, F64, seed=16)
+    g = torch.Generator().manual_seed(17)
+    dirs = tuple(_randn(g, *t.shape, dtype=F64) for t in args)
+    if eq in ("care", "dare"):
+        dirs = dirs[:2] + tuple(d + d.mT for d in dirs[2:])
+    fn = _fn(eq, backend)
+    with fwAD.dual_level():
+        out = fn(*(fwAD.make_dual(a, d) for a, d in zip(args, dirs, strict=True)))
+        tangent = fwAD.unpack_dual(out).tangent
+    _, ref = torch.func.jvp(fn, args, dirs)
+    assert rel_err(tangent, ref) < 1e-12
+
+
 def test_no_graph_through_solver() -> None:
     """The backward graph is one Function node, not the solver's iterations."""
     A, Q = _grad_inputs("clyap", F64, n=6, shapes="batched")

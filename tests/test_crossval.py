@@ -328,7 +328,7 @@ def test_a_failing_fold_is_recorded_not_dropped(monkeypatch):
     assert "failed" in res.table()
 
 
-def test_resume_skips_saved_folds_and_refuses_other_configs(monkeypatch, tmp_path):
+def test_resume_skips_saved_folds_and_recomputes_other_configs(monkeypatch, tmp_path):
     fake = RecordingFit()
     monkeypatch.setattr(fit_module, "fit", fake)
     kw = dict(n_splits=2, seed=0, n_workers=1, progress=False, n_eval_samples=2,
@@ -344,8 +344,10 @@ def test_resume_skips_saved_folds_and_refuses_other_configs(monkeypatch, tmp_pat
         assert a["manifold"] == b["manifold"] and a["fold"] == b["fold"]
         if (a["manifold"], a["fold"]) != ("R1", 1):
             assert a == b
-    with pytest.raises(ValueError, match="different cross-validation configuration"):
+    n_before = len(fake.calls)
+    with pytest.warns(UserWarning, match="recomputed"):
         crossvalidate(unique_counts(), ["T1", "R1"], **{**kw, "seed": 5})
+    assert len(fake.calls) - n_before == 12  # every fold again: 4 × (train + two test fits)
 
 
 def test_input_validation():

@@ -192,3 +192,61 @@ def test_bin_times_gaps_rebin_and_window(tmp_path):
         Recording(Y[None], 0.1, bin_times=times[::-1])
     with pytest.raises(ValueError, match="overlap"):
         Recording(Y[None], 0.1, bin_times=np.arange(12) * 0.05)
+
+
+# ------------------------------------------------------------------------------ error classes
+def test_errors_name_the_keyword_argument(tmp_path):
+    import pickle
+
+    from mgplvm.io import MissingArrayError, MissingBinSizeError, RecordingFormatError
+
+    path, *_ = _th1_like(tmp_path)
+    cases = [
+        ({"array": "ADn", "bin_size": 0.025}, "layout", "looks transposed"),
+        ({"array": "ADn", "layout": "rows", "bin_size": 0.025}, "layout", "unknown layout"),
+        ({"array": "ADn", "layout": "time,neurons"}, "bin_size", "pass bin_size=<seconds>"),
+        ({"array": "ADn,pairs", "layout": "time,neurons", "bin_size": 0.025}, "array",
+         "cannot be joined"),
+        ({"array": "ADn", "layout": "time,neurons", "bin_size": 0.025, "angle": "ang30"},
+         "angle", "angle_rate=<Hz>"),
+        ({"array": "ADn", "layout": "time,neurons", "bin_size": 0.025, "angle": "nope"},
+         "angle", "no angle 'nope'"),
+        ({"array": "ADn", "layout": "time,neurons", "bin_size": 0.025, "bin_times": "nope"},
+         "bin_times", "no bin times 'nope'"),
+        ({"array": "ADn", "layout": "time,neurons", "bin_size": 0.025, "bin_times": "ang30"},
+         "bin_times", "bin_times has"),
+        ({"array": "ADn", "layout": "time,neurons", "bin_size": -1.0}, "bin_size", "positive"),
+    ]
+    for kw, argument, text in cases:
+        with pytest.raises(RecordingFormatError, match=text) as info:
+            load_recording(path, **kw)
+        assert info.value.argument == argument, (kw, info.value.argument)
+        assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+    with pytest.raises(MissingBinSizeError) as info:
+        load_recording(path, array="ADn", layout="time,neurons")
+    assert info.value.path == str(path)
+    # a missing array is a KeyError too (as before), printed without KeyError's quotes
+    with pytest.raises(KeyError) as info:
+        load_recording(path, array="spikes", bin_size=0.025)
+    err = info.value
+    assert isinstance(err, MissingArrayError) and isinstance(err, ValueError)
+    assert err.argument == "array" and str(err) == err.args[0]
+    assert str(err).startswith(f"{path} has no array 'spikes'; arrays in the file: ")
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is MissingArrayError and again.argument == "array"
+    assert str(again) == str(err) and again.path == str(path)
+
+
+def test_mat_sparse_counts_and_empty_arrays(tmp_path):
+    from scipy import sparse
+
+    from mgplvm.io import RecordingFormatError
+
+    counts = sparse.random(4, 60, density=0.2, random_state=0, format="csc") * 5
+    savemat(tmp_path / "s.mat", {"S": counts, "E": np.zeros((0, 3)), "bin_size": 0.1})
+    rec = load_recording(tmp_path / "s.mat", array="S")
+    np.testing.assert_array_equal(rec.Y[0], counts.toarray())
+    with pytest.raises(RecordingFormatError, match=r"array 'E' is empty \(shape \(0, 3\)\)"):
+        load_recording(tmp_path / "s.mat", array="E")
+    with pytest.raises(ValueError, match="Y is empty"):
+        Recording(np.zeros((1, 0, 5)), 0.1)

@@ -5,6 +5,9 @@
   jupytext at build time — the tutorial pages can never drift from the scripts that CI runs.
 * ``<!-- mgplvm-help: COMMAND -->`` is replaced by the ``--help`` text of ``mgplvm COMMAND``
   (``<!-- mgplvm-help -->``: of ``mgplvm`` itself), taken from :func:`mgplvm.cli.build_parser`.
+* ``<!-- fault-table: tests/test_faults*.py -->`` is replaced by a table of the fault-injection
+  cases of those test files: the two strings of each ``@pytest.mark.fault(tried, behaviour)``
+  and the test's name (read with ``ast``; nothing is imported or run).
 
 Paths are relative to the directory of ``mkdocs.yml`` (the repository root).
 """
@@ -17,6 +20,7 @@ import re
 from pathlib import Path
 
 _TUTORIAL = re.compile(r"^<!--\s*tutorial:\s*(\S+)\s*-->\s*$", re.MULTILINE)
+_FAULTS = re.compile(r"^<!--\s*fault-table:\s*(\S+)\s*-->\s*$", re.MULTILINE)
 _HELP = re.compile(r"^<!--\s*mgplvm-help(?::\s*([\w-]+))?\s*-->\s*$", re.MULTILINE)
 
 
@@ -63,6 +67,34 @@ def cli_help(command: str | None) -> str:
             os.environ["COLUMNS"] = old
 
 
+def fault_cases(path: Path) -> list[tuple[str, str, str]]:
+    """``(tried, behaviour, test name)`` of every ``@pytest.mark.fault`` in a test file."""
+    import ast
+
+    cases = []
+    for node in ast.parse(path.read_text()).body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for dec in node.decorator_list:
+            if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+                    and dec.func.attr == "fault" and len(dec.args) == 2
+                    and all(isinstance(a, ast.Constant) for a in dec.args)):
+                cases.append((dec.args[0].value, dec.args[1].value, node.name))
+    return cases
+
+
+def fault_table(root: Path, pattern: str) -> str:
+    rows = ["| input or fault tried | what happens | test |", "|---|---|---|"]
+    paths = sorted(root.glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"no test files match {pattern}")
+    for path in paths:
+        for tried, behaviour, name in fault_cases(path):
+            cells = (c.replace("|", "\\|") for c in (tried, behaviour))
+            rows.append("| " + " | ".join(cells) + f" | `{path.name}::{name}` |")
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     root = _root(config)
 
@@ -76,4 +108,5 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         return f"```text\n{cli_help(m.group(1))}\n```"
 
     markdown = _TUTORIAL.sub(tutorial, markdown)
+    markdown = _FAULTS.sub(lambda m: fault_table(root, m.group(1)), markdown)
     return _HELP.sub(helptext, markdown)

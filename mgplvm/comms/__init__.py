@@ -2,7 +2,9 @@
 Zampieri 2020).
 
 * rates: :func:`transmission_rate`, :func:`optimal_input_covariance`, :func:`max_rate`,
-  :func:`rate_vs_noise`, :func:`effective_rank`;
+  :func:`rate_vs_noise`, :func:`effective_rank`; the packet-interval range searched for R_max,
+  :func:`default_T_range` (half the fastest to ten times the slowest time constant of A), and
+  :class:`BoundaryOptimumWarning` when the best interval is on its edge;
 * non-normality: :func:`henrici`, :func:`numerical_abscissa`, :func:`spectral_abscissa`,
   :func:`smoothed_spectral_abscissa` (+ ``_grad``), :func:`transient_amplification`,
   :func:`max_amplification`;
@@ -12,8 +14,9 @@ Zampieri 2020).
   :func:`plot_input_spectrum`, :func:`plot_transient_amplification`.
 
 All Gramians and Lyapunov solves go through :mod:`mgplvm.control`, so every quantity is
-differentiable with torch autograd.  Importing this package has no side effects (matplotlib is
-imported only when a plot is made).
+differentiable with torch autograd.  Invalid arguments (wrong shapes, NaN/inf, σ² ≤ 0, T ≤ 0, an
+indefinite Σ, an unstable A, a zero chain weight) raise a ValueError that names the argument.
+Importing this package has no side effects (matplotlib is imported only when a plot is made).
 """
 
 from .design import DesignResult, design_network
@@ -37,8 +40,10 @@ from .nonnormality import (
 )
 from .plots import plot_input_spectrum, plot_rate_vs_noise, plot_transient_amplification
 from .rate import (
+    BoundaryOptimumWarning,
     MaxRateResult,
     default_T_grid,
+    default_T_range,
     effective_rank,
     max_rate,
     optimal_input_covariance,
@@ -47,12 +52,14 @@ from .rate import (
 )
 
 __all__ = [
+    "BoundaryOptimumWarning",
     "DesignResult",
     "MaxRateResult",
     "SOCResult",
     "chain",
     "chain_pair",
     "default_T_grid",
+    "default_T_range",
     "design_network",
     "effective_rank",
     "ei_network",

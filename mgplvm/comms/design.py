@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from . import _checks as chk
 from .nonnormality import henrici, smoothed_spectral_abscissa, spectral_abscissa
 from .rate import _few_threads, _gramians, _rate_from, _sigma_of, _t
 
@@ -61,9 +62,25 @@ def design_network(
     A0, B, C = _t(A0).detach(), _t(B).detach(), _t(C).detach()
     dt = A0.dtype
     B, C = B.to(dt), C.to(dt)
+    chk.system(A0, B, C, None if Sigma0 is None else _t(Sigma0, dt), batched=False)
+    chk.hurwitz(A0)
+    noise_var = chk.number("noise_var", noise_var, "readout noise variance σ²", positive=True)
+    T = chk.number("T", T, "packet interval", positive=True)
+    chk.number("max_abscissa", max_abscissa, "stability bound")
+    chk.number("eps", eps, "smoothing of the spectral abscissa", positive=True)
+    chk.number("lr", lr, "learning rate", positive=True)
+    chk.integer("steps", steps, 0)
     m = B.shape[-1]
     M = torch.ones_like(A0) if mask is None else _t(mask, dt)
-    s2 = torch.tensor(float(noise_var), dtype=dt)
+    try:
+        ok = torch.broadcast_shapes(M.shape, A0.shape) == A0.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"mask has shape {tuple(M.shape)} but A0 is {tuple(A0.shape)}: need "
+                         f"{tuple(A0.shape)} (or a shape that broadcasts to it)")
+    chk.finite("mask", M)
+    s2 = torch.tensor(noise_var, dtype=dt)
     delta = torch.zeros_like(A0, requires_grad=True)
     if Sigma0 is None:
         L0 = torch.eye(m, dtype=dt)

@@ -19,6 +19,7 @@ from scipy.linalg.lapack import dtrsyl
 from torch import Tensor
 
 from ..control import solve_continuous_lyapunov
+from . import _checks as chk
 from .nonnormality import _ssa_newton
 
 __all__ = [
@@ -40,7 +41,12 @@ def chain(n: int, alpha: float = 1.0, gamma: float = -3.0) -> Tensor:
     The off-diagonal products are 1 for every α, so A = D S D⁻¹ with D = diag(αⁱ) and S the
     symmetric (α = 1) chain: the spectrum γ + 2cos(kπ/(n+1)), k = 1..n, does not depend on α.
     α = 1 is normal (symmetric); α ≠ 1 is non-normal (condition number of D is α^{n−1}).
+    n ≥ 1; α finite and non-zero; γ finite (ValueError otherwise).
     """
+    n = chk.integer("n", n, 1)
+    alpha = chk.number("alpha", alpha, "forward weight; the backward weight is 1/alpha",
+                       nonzero=True)
+    gamma = chk.number("gamma", gamma, "diagonal (leak) of the chain")
     A = gamma * torch.eye(n, dtype=_F64)
     idx = torch.arange(n - 1)
     A[idx + 1, idx] = alpha
@@ -53,6 +59,14 @@ def chain_pair(n: int, alpha: float = 5.0, gamma: float = -3.0) -> tuple[Tensor,
     return chain(n, 1.0, gamma), chain(n, alpha, gamma)
 
 
+def _random_args(n: int, radius: float, leak: float, p: float | None = None) -> None:
+    chk.integer("n", n, 1)
+    chk.number("radius", radius, "spectral radius of the connectivity", nonneg=True)
+    chk.number("leak", leak, "leak: A = W − leak·I")
+    if p is not None:
+        chk.fraction("p", p, "connection probability")
+
+
 def _gen(seed: int | None) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31, ()).item()))
@@ -63,6 +77,7 @@ def random_gaussian(n: int, radius: float = 0.8, leak: float = 1.0, seed: int | 
                     ) -> Tensor:
     """A = −leak·I + W, Wᵢⱼ ~ N(0, radius²/n): eigenvalues fill the disc of the given radius around
     −leak (circular law), so A is stable for radius < leak (up to finite-n fluctuations)."""
+    _random_args(n, radius, leak)
     W = torch.randn(n, n, generator=_gen(seed), dtype=_F64) * (radius / math.sqrt(n))
     return W - leak * torch.eye(n, dtype=_F64)
 
@@ -70,7 +85,8 @@ def random_gaussian(n: int, radius: float = 0.8, leak: float = 1.0, seed: int | 
 def erdos_renyi(n: int, p: float = 0.1, radius: float = 0.8, leak: float = 1.0,
                 seed: int | None = None) -> Tensor:
     """A = −leak·I + W with a directed Erdős–Rényi support (edge probability p, no self-loops) and
-    N(0, radius²/(np)) weights on the edges (bulk spectral radius ≈ radius)."""
+    N(0, radius²/(np)) weights on the edges (bulk spectral radius ≈ radius); p in (0, 1]."""
+    _random_args(n, radius, leak, p)
     g = _gen(seed)
     mask = (torch.rand(n, n, generator=g, dtype=_F64) < p).to(_F64)
     mask.fill_diagonal_(0.0)
@@ -85,8 +101,12 @@ def ei_network(n: int = 200, p: float = 0.1, radius: float = 10.0, ratio: float 
     Columns 0..n_E−1 are excitatory (weights w₀/√n ≥ 0), the rest inhibitory (−ratio·w₀/√n),
     each present with probability p, no self-loops; w₀ = √2·radius / √(p(1−p)(1+ratio²)) puts the
     bulk of the spectrum of W in a disc of about that radius (plus an outlier set by the mean).
-    Returns A = W − leak·I, n_E = round(frac_exc·n).
+    Returns A = W − leak·I, n_E = round(frac_exc·n).  p in (0, 1), ratio ≥ 0, frac_exc in [0, 1].
     """
+    _random_args(n, radius, leak)
+    chk.fraction("p", p, "connection probability", open_high=True)
+    chk.number("ratio", ratio, "inhibitory / excitatory weight ratio", nonneg=True)
+    chk.fraction("frac_exc", frac_exc, "fraction of excitatory neurons", open_low=False)
     g = _gen(seed)
     n_e = int(round(frac_exc * n))
     mask = (torch.rand(n, n, generator=g, dtype=_F64) < p).to(_F64)
@@ -183,11 +203,24 @@ def stability_optimised_circuit(
         raise ValueError("criterion must be 'abscissa' or 'smoothed'")
     if solver not in ("schur", "control"):
         raise ValueError("solver must be 'schur' or 'control'")
+    chk.number("lr", lr, "learning rate", positive=True)
+    chk.number("target", target, "stopping threshold")
+    if eps is not None:
+        chk.number("eps", eps, "smoothing of the spectral abscissa", positive=True)
+    for name, v in zip(("smoothing[0]", "smoothing[1]"), smoothing, strict=True):
+        chk.number(name, v, "adaptive smoothing (C, B)")
+    if max_inh_density is not None:
+        chk.fraction("max_inh_density", max_inh_density, "inhibitory connection density")
+    chk.integer("max_iter", max_iter, 0)
+    if max_seconds is not None:
+        chk.number("max_seconds", max_seconds, "time limit", positive=True)
     if W0 is None:
         W = ei_network(n, p, radius, ratio, frac_exc, leak=0.0, seed=seed)
     else:
         W = torch.as_tensor(W0, dtype=_F64).clone()
-        n = W.shape[0]
+        n = chk.square("W0", W, batched=False)
+        chk.fraction("frac_exc", frac_exc, "fraction of excitatory neurons", open_low=False)
+        chk.number("ratio", ratio, "inhibitory / excitatory weight ratio", nonneg=True)
     n_e = int(round(frac_exc * n))
     C, Bm = smoothing
     hist: dict[str, list[float]] = {"abscissa": [], "smoothed": [], "lr": []}

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..control import solve_continuous_lyapunov
+from . import _checks as chk
 from .rate import _few_threads, _t
 
 __all__ = [
@@ -37,6 +38,7 @@ def henrici(A: Tensor, relative: bool = False) -> Tensor:
     ``relative=True`` divides by ‖A‖_F (a number in [0, 1]).  Zero iff A is normal.
     """
     A = _t(A)
+    chk.square("A", A)
     fro2 = (A.abs() ** 2).sum((-2, -1))
     lam2 = (torch.linalg.eigvals(A).abs() ** 2).sum(-1)
     d = (fro2 - lam2).clamp_min(0.0).sqrt()
@@ -46,12 +48,15 @@ def henrici(A: Tensor, relative: bool = False) -> Tensor:
 def numerical_abscissa(A: Tensor) -> Tensor:
     """ω(A) = λ_max((A + Aᵀ)/2) = d/dt log‖e^{At}‖₂ at t = 0⁺; A (..., n, n)."""
     A = _t(A)
+    chk.square("A", A)
     return torch.linalg.eigvalsh(0.5 * (A + A.mT))[..., -1]
 
 
 def spectral_abscissa(A: Tensor) -> Tensor:
     """α(A) = max_i Re λᵢ(A); A (..., n, n).  (Non-smooth; see the smoothed version.)"""
-    return torch.linalg.eigvals(_t(A)).real.amax(-1)
+    A = _t(A)
+    chk.square("A", A)
+    return torch.linalg.eigvals(A).real.amax(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +137,9 @@ def smoothed_spectral_abscissa(A: Tensor, eps: float | Tensor = 0.01) -> Tensor:
     Newton step of the root search (mgplvm.control).
     """
     A = _t(A)
+    chk.square("A", A)
     eps_t = _t(eps, A.dtype)
+    chk.positive_tensor("eps", eps_t, "smoothing")
     if A.dim() == 2:
         return _SmoothedAbscissa.apply(A, eps_t)
     flat = A.reshape(-1, *A.shape[-2:])
@@ -143,6 +150,8 @@ def smoothed_spectral_abscissa(A: Tensor, eps: float | Tensor = 0.01) -> Tensor:
 def smoothed_spectral_abscissa_grad(A: Tensor, eps: float = 0.01) -> tuple[Tensor, Tensor]:
     """(α̃_ε(A), ∇_A α̃_ε = QP / tr(QP)) for a single A (n, n), without autograd."""
     A = _t(A).detach()
+    chk.square("A", A, batched=False)
+    eps = chk.number("eps", eps, "smoothing", positive=True)
     s, P, Q = _ssa_root(A, float(eps))
     QP = Q @ P
     return torch.as_tensor(s, dtype=A.dtype), QP / QP.diagonal().sum()
@@ -163,6 +172,9 @@ def transient_amplification(
     Default grid: ``num`` points on [0, t_max], t_max = 8/|α(A)| for a stable A.
     """
     A = _t(A)
+    chk.square("A", A, batched=False)
+    if t_max is not None:
+        t_max = chk.number("t_max", t_max, "end of the time grid", positive=True)
     if t is None:
         t = torch.linspace(0.0, t_max or _default_tmax(A), num, dtype=A.dtype)
     t = _t(t, A.dtype)

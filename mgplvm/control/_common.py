@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from torch import Tensor
 __all__ = [
     "BACKENDS",
     "ControlWarning",
+    "InaccurateSolutionWarning",
     "NearSingularWarning",
     "SolveInfo",
     "StabilityError",
@@ -31,6 +34,11 @@ class ControlWarning(UserWarning):
 
 class NearSingularWarning(ControlWarning):
     """The equation is close to singular (e.g. λᵢ + λ̄ⱼ ≈ 0); the solution is inaccurate."""
+
+
+class InaccurateSolutionWarning(NearSingularWarning):
+    """A Riccati solution's relative residual exceeds :func:`residual_tol` (badly conditioned
+    problem, e.g. a strongly non-normal A with a huge ‖X‖): the solution may be inaccurate."""
 
 
 class StabilityError(ValueError):
@@ -117,6 +125,44 @@ _EPS = {
 
 def eps_of(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps
+
+
+_SKIP_DIRS = tuple(os.path.join(os.path.dirname(f), "") for f in (__file__, torch.__file__))
+
+
+def caller_stacklevel() -> int:
+    """``stacklevel`` for ``warnings.warn`` called here that points at the first frame outside
+    mgplvm.control and torch (the user's call, through any autograd machinery)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+#: relative residual above which a double-precision Riccati solution is reported as inaccurate
+RESIDUAL_TOL = 1e-6
+
+
+def residual_tol(dtype: torch.dtype) -> float:
+    """Tolerance on the relative residual of a Riccati solution: ``max(RESIDUAL_TOL, 100·eps)``,
+    i.e. 1e-6 in float64/complex128 and 1.2e-5 in float32/complex64 (where rounding the solution
+    alone costs a few eps).  A backward-stable solve gives about n·eps."""
+    return max(RESIDUAL_TOL, 100.0 * eps_of(real_dtype(dtype)))
+
+
+def warn_inaccurate(name: str, rel: float, system: int, dtype: torch.dtype) -> None:
+    """Warn (:class:`InaccurateSolutionWarning`) if the relative residual ``rel`` of system
+    ``system`` exceeds :func:`residual_tol`."""
+    tol = residual_tol(dtype)
+    if rel <= tol:
+        return
+    warnings.warn(
+        f"inaccurate {name} solution: relative residual {rel:.1e} > {tol:.0e} (system {system}); "
+        "the problem is badly conditioned (e.g. strongly non-normal A, huge ‖X‖): check the "
+        "solution with return_info=True",
+        InaccurateSolutionWarning,
+        stacklevel=caller_stacklevel(),
+    )
 
 
 def real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -268,7 +314,7 @@ def warn_near_singular(sep: float, scale: float, what: str | Callable[[], str], 
             f"near-singular equation: {what} (relative {rel:.1e}); expect a loss of about "
             f"{-math.log10(max(rel, 1e-300)):.0f} digits",
             NearSingularWarning,
-            stacklevel=4,
+            stacklevel=caller_stacklevel(),
         )
 
 

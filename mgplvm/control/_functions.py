@@ -8,8 +8,12 @@ is a :class:`torch.autograd.Function` whose
 * ``backward`` solves the adjoint equation (one more solve of the same kind, DESIGN §4) by
   calling the same Function, so the backward pass is itself differentiable (double backward);
 * ``jvp`` solves the tangent equation, again with the same Function (forward mode,
-  ``torch.func.jvp`` / ``jacfwd``);
-* ``vmap`` moves the vmapped dimension to the front and relies on the native batching.
+  ``torch.func.jvp`` / ``jacfwd`` and ``torch.autograd.forward_ad`` dual tensors: ``forward``
+  never returns a view, see :func:`_owned`);
+* ``vmap`` moves the vmapped dimension to the front and relies on the native batching
+  (torch.func.vmap).  The legacy vmap of ``gradcheck(check_batched_grad=True)`` and
+  ``jacobian(vectorize=True)`` calls ``forward`` with its BatchedTensors instead; those are
+  solved sample by sample through a custom op (:func:`_solve`).
 
 All derivatives are the implicit-function-theorem ones; the real inner product
 ⟨U, V⟩ = Re tr(UᴴV) defines the cotangents (PyTorch's convention for complex tensors).
@@ -42,6 +46,7 @@ from ._common import (
     real_dtype,
     sum_to,
     vmap_align,
+    warn_inaccurate,
     warn_near_singular,
 )
 
@@ -237,9 +242,18 @@ def _fallback(cfg: _Config, backend: str, ok: Tensor) -> bool:
     return cfg.backend == "auto" and backend == "torch" and not bool(ok.all())
 
 
+def _empty(batch: torch.Size, n: int, m: int, like: Tensor) -> Tensor | None:
+    """The (empty) solution when the equation has no unknowns (n·m = 0 or an empty batch)."""
+    if n * m * _count(batch):
+        return None
+    return torch.zeros(*batch, n, m, dtype=like.dtype, device=like.device)
+
+
 def sylvester_forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     n, m = A.shape[-1], B.shape[-1]
     batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2])
+    if (X := _empty(batch, n, m, Q)) is not None:
+        return X
     rec = cfg.record
     backend = _resolve(cfg, "sylv", max(n, m), _count(batch), A.device)
     if backend == "scipy" and not batch and A.device.type == "cpu":
@@ -383,6 +397,8 @@ def _clyap_single(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
 def clyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
     batch = bshape(A.shape[:-2], Q.shape[:-2])
+    if (X := _empty(batch, n, n, Q)) is not None:
+        return X
     rec = cfg.record
     backend = _resolve(cfg, "clyap", n, _count(batch), A.device)
     if backend == "scipy" and not batch and A.device.type == "cpu":
@@ -492,6 +508,8 @@ def _sylv_iterate(A: Tensor, B: Tensor, Q: Tensor, maxiter: int) -> tuple[Tensor
 def dlyap_forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
     batch = bshape(A.shape[:-2], Q.shape[:-2])
+    if (X := _empty(batch, n, n, Q)) is not None:
+        return X
     rec = cfg.record
     backend = _resolve(cfg, "dlyap", n, _count(batch), A.device)
     if cfg.check and backend != "scipy":
@@ -591,7 +609,8 @@ def _hermitian_np(name: str, t: np.ndarray, check: bool) -> np.ndarray:
 
 
 def _riccati_scipy(
-    solver: Callable[..., np.ndarray],
+    solver: Callable[..., tuple[np.ndarray, Any]],
+    name: str,
     A: Tensor,
     B: Tensor,
     Q: Tensor,
@@ -600,7 +619,9 @@ def _riccati_scipy(
     batch: torch.Size,
 ) -> Tensor:
     """scipy Riccati solve with the input checks done in numpy (same checks and messages as
-    :func:`_riccati_prepare`)."""
+    :func:`_riccati_prepare`).  With ``cfg.check``, a solution whose relative residual exceeds
+    :func:`residual_tol` (only possible for systems scipy's QZ solver took over) issues an
+    :class:`InaccurateSolutionWarning` (``name``: "CARE" / "DARE")."""
     (a, ia), (b, ib), (q, iq), (r, ir) = (_to_numpy(t, batch) for t in (A, B, Q, R))
     if cfg.check:
         _check_finite_np(("A", a), ("B", b), ("Q", q), ("R", r))
@@ -613,9 +634,17 @@ def _riccati_scipy(
             ev = float(np.linalg.eigvalsh(r).min())
             msg = f"R must be positive definite (smallest eigenvalue {ev:.3e})"
             raise ValueError(msg) from None
-    x = solver(a, ia, b, ib, q, iq, r, ir)
+    x, worst = solver(a, ia, b, ib, q, iq, r, ir)
+    if cfg.check and worst is not None:
+        warn_inaccurate(name, worst[0], worst[1], A.dtype)
     x = 0.5 * (x + x.conj().swapaxes(-1, -2))  # in numpy: the scipy path runs no torch kernel
     return _from_numpy(x, A, batch)
+
+
+def _riccati_scipy_cfg(cfg: _Config) -> _Config:
+    """Config of a scipy Riccati solve that takes over from the torch backend: the inputs were
+    checked already, but the accuracy check (and warning) of the scipy solve is kept."""
+    return cfg.replace(backend="scipy")
 
 
 def _gain_matrix(B: Tensor, R: Tensor) -> Tensor:
@@ -666,11 +695,13 @@ def _riccati_tol(dtype: torch.dtype, n: int) -> float:
 def care_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
     batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
+    if (X := _empty(batch, n, n, A)) is not None:
+        return X
     rec = cfg.record
     backend = _resolve(cfg, "care", n, _count(batch), A.device)
     if backend == "scipy":
         rec.backends.add("scipy")
-        return _riccati_scipy(sp.care, A, B, Q, R, cfg, batch)
+        return _riccati_scipy(sp.care, "CARE", A, B, Q, R, cfg, batch)
     Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     if backend == "kron":
         raise ValueError("backend='kron' is not available for the (nonlinear) Riccati equation")
@@ -687,9 +718,10 @@ def care_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Te
                 f"{_first_bad(ok)}: no stabilising solution found (is (A, B) stabilisable and "
                 "(A, Q) detectable?). Try backend='scipy'."
             )
-        return _patch(X, ok, batch, lambda *t: care_forward(*t, _scipy_cfg(cfg)), [A, B, Qs, Rs])
+        fallback = _riccati_scipy_cfg(cfg)
+        return _patch(X, ok, batch, lambda *t: care_forward(*t, fallback), [A, B, Qs, Rs])
     rec.backends.add("scipy")
-    return _riccati_scipy(sp.care, A, B, Qs, Rs, _scipy_cfg(cfg), batch)
+    return _riccati_scipy(sp.care, "CARE", A, B, Qs, Rs, _scipy_cfg(cfg), batch)
 
 
 def _care_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -715,11 +747,13 @@ def _care_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Ten
 def dare_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:
     n = A.shape[-1]
     batch = bshape(A.shape[:-2], B.shape[:-2], Q.shape[:-2], R.shape[:-2])
+    if (X := _empty(batch, n, n, A)) is not None:
+        return X
     rec = cfg.record
     backend = _resolve(cfg, "dare", n, _count(batch), A.device)
     if backend == "scipy":
         rec.backends.add("scipy")
-        return _riccati_scipy(sp.dare, A, B, Q, R, cfg, batch)
+        return _riccati_scipy(sp.dare, "DARE", A, B, Q, R, cfg, batch)
     Qs, Rs = _riccati_prepare(A, B, Q, R, cfg)
     if backend == "kron":
         raise ValueError("backend='kron' is not available for the (nonlinear) Riccati equation")
@@ -736,9 +770,10 @@ def dare_forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Te
                 "stabilising solution found (is (A, B) stabilisable and (A, Q) detectable?). "
                 "Try backend='scipy'."
             )
-        return _patch(X, ok, batch, lambda *t: dare_forward(*t, _scipy_cfg(cfg)), [A, B, Qs, Rs])
+        fallback = _riccati_scipy_cfg(cfg)
+        return _patch(X, ok, batch, lambda *t: dare_forward(*t, fallback), [A, B, Qs, Rs])
     rec.backends.add("scipy")
-    return _riccati_scipy(sp.dare, A, B, Qs, Rs, _scipy_cfg(cfg), batch)
+    return _riccati_scipy(sp.dare, "DARE", A, B, Qs, Rs, _scipy_cfg(cfg), batch)
 
 
 def _dare_torch(A: Tensor, B: Tensor, Q: Tensor, R: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -770,6 +805,79 @@ def call(fn: Any, *args: Any) -> Tensor:
     return fn.forward(*args)
 
 
+def _owned(X: Tensor) -> Tensor:
+    """X, copied if it is a view (e.g. an expanded or transposed iteration result): the output
+    of an autograd.Function must not be a view for forward-mode AD (``forward_ad`` dual tensors
+    hit an internal assert on a view whose layout its tangent does not share)."""
+    return X.clone(memory_format=torch.contiguous_format) if X._is_view() else X
+
+
+# ------------------------------------------------------------------------------------------
+# legacy batching (torch._vmap_internals): gradcheck(check_batched_grad=True),
+# torch.autograd.functional.jacobian(vectorize=True)
+# ------------------------------------------------------------------------------------------
+_LEGACY_OPS: dict[int, Any] = {}
+
+
+def _legacy_batched(*ts: Any) -> bool:
+    """Whether a tensor argument is a BatchedTensor of the legacy vmap.
+
+    Those reach ``forward`` directly (torch.func's vmap goes through the ``vmap`` staticmethods
+    instead) and carry no data that numpy or LAPACK could read."""
+    try:
+        level = torch._C._vmapmode_increment_nesting()
+        torch._C._vmapmode_decrement_nesting()
+    except AttributeError:  # pragma: no cover - legacy vmap removed from torch
+        return False
+    if level <= 1:  # not inside a legacy vmap: nothing to look at
+        return False
+    return any(
+        isinstance(t, Tensor)
+        and "Batched" in str(torch._C._dispatch_keys(t)).replace("FuncTorchBatched", "")
+        for t in ts
+    )
+
+
+_FORWARDS: dict[str, Callable[..., Tensor]] = {
+    "sylv": sylvester_forward,
+    "clyap": clyap_forward,
+    "dlyap": dlyap_forward,
+    "care": care_forward,
+    "dare": dare_forward,
+}
+
+
+def _legacy_op(arity: int) -> Any:
+    """Custom op ``mgplvm_control::solve<arity>`` (registered on first use) running one
+    equation's forward on ``arity`` tensors: the legacy vmap's per-sample fallback calls it on
+    plain tensors."""
+    op = _LEGACY_OPS.get(arity)
+    if op is None:
+
+        def run(kind: str, *args: Any) -> Tensor:
+            *ts, backend, check, maxiter, stable = args
+            cfg = _Config(backend, check, maxiter, require_stable=stable or None)
+            return _FORWARDS[kind](*ts, cfg).clone()  # an op's output may not alias an input
+
+        tensors = ", ".join(f"Tensor t{i}" for i in range(arity))
+        options = "str backend, bool check, int maxiter, str stable"
+        schema = f"(str kind, {tensors}, {options}) -> Tensor"
+        op = torch.library.custom_op(
+            f"mgplvm_control::solve{arity}", run, mutates_args=(), schema=schema
+        )
+        _LEGACY_OPS[arity] = op
+    return op
+
+
+def _solve(kind: str, cfg: _Config, *ts: Tensor) -> Tensor:
+    """Forward of equation ``kind``: per sample through a custom op under the legacy vmap, else
+    directly (the output is never a view)."""
+    if _legacy_batched(*ts):
+        op = _legacy_op(len(ts))
+        return op(kind, *ts, cfg.backend, cfg.check, cfg.maxiter, cfg.require_stable or "")
+    return _owned(_FORWARDS[kind](*ts, cfg))
+
+
 def _sub(acc: Tensor | None, term: Tensor) -> Tensor:
     return -term if acc is None else acc - term
 
@@ -792,7 +900,7 @@ class SylvesterFn(torch.autograd.Function):
 
     @staticmethod
     def forward(A: Tensor, B: Tensor, Q: Tensor, cfg: _Config) -> Tensor:  # type: ignore[override]
-        return sylvester_forward(A, B, Q, cfg)
+        return _solve("sylv", cfg, A, B, Q)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -840,7 +948,7 @@ class CLyapFn(torch.autograd.Function):
 
     @staticmethod
     def forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:  # type: ignore[override]
-        return clyap_forward(A, Q, cfg)
+        return _solve("clyap", cfg, A, Q)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -885,7 +993,7 @@ class DLyapFn(torch.autograd.Function):
 
     @staticmethod
     def forward(A: Tensor, Q: Tensor, cfg: _Config) -> Tensor:  # type: ignore[override]
-        return dlyap_forward(A, Q, cfg)
+        return _solve("dlyap", cfg, A, Q)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -935,7 +1043,7 @@ class CAREFn(torch.autograd.Function):
 
     @staticmethod
     def forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:  # type: ignore[override]
-        return care_forward(A, B, Q, R, cfg)
+        return _solve("care", cfg, A, B, Q, R)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -1010,7 +1118,7 @@ class DAREFn(torch.autograd.Function):
 
     @staticmethod
     def forward(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, cfg: _Config) -> Tensor:  # type: ignore[override]
-        return dare_forward(A, B, Q, R, cfg)
+        return _solve("dare", cfg, A, B, Q, R)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -1073,3 +1181,4 @@ class DAREFn(torch.autograd.Function):
     ):
         A, B, Q, R, cfg = vmap_align(in_dims, (A, B, Q, R, cfg), info.batch_size)
         return DAREFn.apply(A, B, Q, R, cfg), 0
+

@@ -420,7 +420,7 @@ def dlyap(
 
 
 def _riccati(
-    solver: Callable[..., np.ndarray],
+    solver: Callable[..., tuple[np.ndarray, float | None]],
     name: str,
     A: np.ndarray,
     ia: np.ndarray,
@@ -430,14 +430,18 @@ def _riccati(
     iq: np.ndarray,
     R: np.ndarray,
     ir: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[float, int] | None]:
+    """Solve every system of the flattened batch; returns the solutions and (largest relative
+    residual, its system) over the systems that ``solver`` computed by scipy's fallback (None if
+    none did: the fast-path solutions are clean by construction)."""
     N = len(ia)
     n = A.shape[-1]
     dtype = np.result_type(A, B, Q, R)
     out = np.empty((N, n, n), dtype=dtype)
+    worst: tuple[float, int] | None = None
     for k in range(N):
         try:
-            X = solver(A[ia[k]], B[ib[k]], Q[iq[k]], R[ir[k]])
+            X, rel = solver(A[ia[k]], B[ib[k]], Q[iq[k]], R[ir[k]])
         except (np.linalg.LinAlgError, ValueError) as err:
             raise np.linalg.LinAlgError(
                 f"{name}: no stabilising solution for system {k} ({err}). Check that (A, B) is "
@@ -445,7 +449,11 @@ def _riccati(
                 "the stability boundary ((A, Q) detectable)."
             ) from err
         out[k] = X
-    return out
+        if rel is not None:
+            rel = np.inf if np.isnan(rel) else rel  # a NaN residual is the worst possible
+            if worst is None or rel > worst[0]:
+                worst = (rel, k)
+    return out, worst
 
 
 def _lhp_real(wr: float, wi: float) -> int:
@@ -494,9 +502,29 @@ def _graph_solution(Z: np.ndarray, n: int) -> np.ndarray | None:
     return 0.5 * (X + X.conj().T)
 
 
-def _clean(resid: np.ndarray, den: float, n: int) -> bool:
+def _clean(rel: float, n: int, dtype: np.dtype) -> bool:
     """Relative residual ≤ 10³·n·eps (NaN fails)."""
-    return bool(_fro(resid) <= 1e3 * n * np.finfo(resid.dtype).eps * den)
+    return bool(rel <= 1e3 * n * np.finfo(dtype).eps)
+
+
+def _care_rel_residual(A: np.ndarray, Q: np.ndarray, G: np.ndarray, X: np.ndarray) -> float:
+    """‖AᴴX + XA − XGX + Q‖ / (2‖A‖‖X‖ + ‖XGX‖ + ‖Q‖) (Frobenius), G = BR⁻¹Bᴴ."""
+    AX = A.conj().T @ X
+    XGX = X @ G @ X
+    den = 2 * _fro(A) * _fro(X) + _fro(XGX) + _fro(Q)
+    return _fro(AX + AX.conj().T - XGX + Q) / max(den, np.finfo(X.dtype).tiny)
+
+
+def _dare_rel_residual(
+    A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray, X: np.ndarray
+) -> float:
+    """‖AᴴXA − X − T + Q‖ / (‖A‖²‖X‖ + ‖X‖ + ‖T‖ + ‖Q‖), T = AᴴXB(R + BᴴXB)⁻¹BᴴXA."""
+    XB = X @ B
+    P = XB.conj().T @ A
+    T = P.conj().T @ np.linalg.solve(R + B.conj().T @ XB, P)
+    den = _fro(A) ** 2 * _fro(X) + _fro(X) + _fro(T) + _fro(Q)
+    res = A.conj().T @ X @ A - X - T + Q
+    return _fro(res) / max(den, np.finfo(X.dtype).tiny)
 
 
 def care_laub(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray | None:
@@ -529,10 +557,7 @@ def care_laub(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.
     X = _graph_solution(res[-3], n)
     if X is None:
         return None
-    AX = Ah @ X
-    XGX = X @ G @ X
-    den = 2 * _fro(A) * _fro(X) + _fro(XGX) + _fro(Q)
-    return X if _clean(AX + AX.conj().T - XGX + Q, den, n) else None
+    return X if _clean(_care_rel_residual(A, Q, G, X), n, X.dtype) else None
 
 
 def dare_pencil(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray | None:
@@ -570,32 +595,48 @@ def dare_pencil(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> n
     X = _graph_solution(res[-3], n)
     if X is None:
         return None
-    XB = X @ B
-    P = XB.conj().T @ A
-    T = P.conj().T @ np.linalg.solve(R + B.conj().T @ XB, P)
-    den = _fro(A) ** 2 * _fro(X) + _fro(X) + _fro(T) + _fro(Q)
-    return X if _clean(Ah @ X @ A - X - T + Q, den, n) else None
+    return X if _clean(_dare_rel_residual(A, B, Q, R, X), n, X.dtype) else None
 
 
-def _care_one(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
+def _care_one(
+    A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray
+) -> tuple[np.ndarray, float | None]:
+    """(X, None) from :func:`care_laub`, else (scipy's X, its relative residual)."""
     X = care_laub(A, B, Q, R)
-    return sla.solve_continuous_are(A, B, Q, R) if X is None else X
+    if X is not None:
+        return X, None
+    X = sla.solve_continuous_are(A, B, Q, R)
+    prep = _riccati_double(A, B, Q, R)
+    if prep is None:  # R not positive definite (only reachable with check=False)
+        return X, None
+    Ad, _, Qd, _, G = prep
+    return X, _care_rel_residual(Ad, Qd, G, np.asarray(X, dtype=Ad.dtype))
 
 
-def _dare_one(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
+def _dare_one(
+    A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray
+) -> tuple[np.ndarray, float | None]:
+    """(X, None) from :func:`dare_pencil`, else (scipy's X, its relative residual)."""
     X = dare_pencil(A, B, Q, R)
-    return sla.solve_discrete_are(A, B, Q, R) if X is None else X
+    if X is not None:
+        return X, None
+    X = sla.solve_discrete_are(A, B, Q, R)
+    dt = np.result_type(A, B, Q, R, np.float64)
+    Ad, Bd, Qd, Rd, Xd = (np.asarray(t, dtype=dt) for t in (A, B, Q, R, X))
+    return X, _dare_rel_residual(Ad, Bd, Qd, Rd, Xd)
 
 
-def care(*args: np.ndarray) -> np.ndarray:
+def care(*args: np.ndarray) -> tuple[np.ndarray, tuple[float, int] | None]:
     """AᴴX + XA − XBR⁻¹BᴴX + Q = 0 per system: Laub's ordered Schur method
     (:func:`care_laub`), falling back to scipy.linalg.solve_continuous_are (QZ on the
-    balanced extended pencil) whenever that does not give a clean solution."""
+    balanced extended pencil) whenever that does not give a clean solution.  Returns the
+    solutions and the worst relative residual of the fallback solves (see :func:`_riccati`)."""
     return _riccati(_care_one, "CARE", *args)
 
 
-def dare(*args: np.ndarray) -> np.ndarray:
+def dare(*args: np.ndarray) -> tuple[np.ndarray, tuple[float, int] | None]:
     """AᴴXA − X − AᴴXB(R + BᴴXB)⁻¹BᴴXA + Q = 0 per system: QZ on the 2n × 2n symplectic
     pencil (:func:`dare_pencil`), falling back to scipy.linalg.solve_discrete_are whenever that
-    does not give a clean solution."""
+    does not give a clean solution.  Returns the solutions and the worst relative residual of the
+    fallback solves (see :func:`_riccati`)."""
     return _riccati(_dare_one, "DARE", *args)

@@ -2,7 +2,8 @@
 
 All functions accept leading batch dimensions (broadcast between arguments), float32/float64/
 complex64/complex128 tensors on any device, and are differentiable to any order in reverse
-mode (adjoint equations) and forward mode (tangent equations); see DESIGN.md §4.
+mode (adjoint equations) and forward mode (tangent equations); see DESIGN.md §4.  Empty
+equations (n = 0, or an empty batch) return the empty solution of the right shape.
 
 Backends (``backend=``):
 
@@ -231,7 +232,9 @@ def solve_continuous_are(
         backend: "auto", "scipy" (Laub's ordered Schur method, scipy's QZ solver where Laub's
             residual or conditioning is not clean) or "torch" (Hamiltonian sign function +
             Newton–Kleinman).
-        check: validate values, symmetry of Q, R and positive definiteness of R.
+        check: validate values, symmetry of Q, R and positive definiteness of R, and warn
+            (:class:`InaccurateSolutionWarning`) when the relative residual of the solution
+            exceeds ``max(1e-6, 100·eps)`` (badly conditioned, e.g. strongly non-normal A).
         return_info: also return :class:`SolveInfo` with the relative residual.
         maxiter: iteration cap of the torch backend.
 
@@ -270,7 +273,9 @@ def solve_discrete_are(
         backend: "auto", "scipy" (QZ on the 2n × 2n symplectic pencil, scipy's extended-pencil
             solver where its residual or conditioning is not clean) or "torch" (structured
             doubling algorithm).
-        check: validate values, symmetry of Q, R and positive definiteness of R.
+        check: validate values, symmetry of Q, R and positive definiteness of R, and warn
+            (:class:`InaccurateSolutionWarning`) when the relative residual of the solution
+            exceeds ``max(1e-6, 100·eps)`` (badly conditioned, e.g. strongly non-normal A).
         return_info: also return :class:`SolveInfo` with the relative residual.
         maxiter: iteration cap of the torch backend.
 

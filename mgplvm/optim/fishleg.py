@@ -728,6 +728,8 @@ class FishLeg(torch.optim.Optimizer):
             "n_steps": self._n_steps,
             "n_aux": self._n_aux,
             "scale_stats": dict(self._scale_stats),
+            "n_probe": self._n_probe,
+            "generator": self._gen.get_state(),
         }
         return sd
 
@@ -741,3 +743,6 @@ class FishLeg(torch.optim.Optimizer):
             self._n_steps = int(extra["n_steps"])
             self._n_aux = int(extra["n_aux"])
             self._scale_stats = dict(extra.get("scale_stats", {}))
+            self._n_probe = int(extra.get("n_probe", self._n_probe))
+            if "generator" in extra:  # the probe draws continue where they stopped
+                self._gen.set_state(extra["generator"])

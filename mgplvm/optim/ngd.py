@@ -22,6 +22,7 @@ times) whenever it would make ``−natural_mat`` indefinite.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import gpytorch
 import torch
@@ -113,3 +114,12 @@ class ScheduledNGD(gpytorch.optim.NGD):
         self.last_lr = gamma
         self._t += 1
         return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """The torch state plus the schedule's step count (a resumed fit continues the ramp)."""
+        return {**super().state_dict(), "schedule_step": self._t}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self._t = int(state_dict.pop("schedule_step", 0))
+        super().load_state_dict(state_dict)
