@@ -23,6 +23,8 @@ Comparisons (paper's reference: the generating manifold wins on average):
 * T² data: T² vs R²
 * SO(3) data: SO(3) vs R³
 * T², SO(3) and S³ data, each: T² vs SO(3) vs S³
+* flat (Euclidean) data: R¹ vs T¹ vs R², and R² vs T² vs S² (``--only R1,R2-flat``; not part
+  of the default run)
 * T² data with a tuning width per angle: T² (a lengthscale per angle, ``"T1xT1"``) vs SO(3) vs S³
   (a diagnostic, not part of the default run: ``--only T2aniso-3way``)
 
@@ -46,7 +48,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 
 from mgplvm import datasets
-from mgplvm.crossval import TEST_INITS, TEST_POSTERIORS, crossvalidate
+from mgplvm.crossval import TEST_INITS, TEST_POSTERIORS, CVResult, crossvalidate
 from mgplvm.manifolds import get_manifold
 from mgplvm.model import default_n_inducing
 
@@ -93,6 +95,9 @@ COMPARISONS = {
     # and 8/10; 10/10 and 9/10 with the model's 100 inducing points for the 3-dim candidates,
     # --max-inducing 0)
     "S3-3way": (datasets.sphere3, {}, "S3", ["T2", "SO3", "S3"]),
+    # flat latents must not be called a ring or a torus (a recommendation, not only a win count)
+    "R1": (datasets.euclid, {"d": 1}, "R1", ["R1", "T1", "R2"]),
+    "R2-flat": (datasets.euclid, {"d": 2}, "R2", ["R2", "T2", "S2"]),
 }
 
 
@@ -122,6 +127,8 @@ def make_recording(gen, kw: dict, rep: int, n_neurons: int, n_time: int, seed0: 
                    speed: float, noise: str = "poisson"):
     """The recording of repetition ``rep`` (seed ``seed0 + rep``); ``kw`` without ``n_time``;
     ``noise``: the generator's observation noise (``"poisson"`` counts, ``"gaussian"``)."""
+    if gen is datasets.euclid:  # a flat latent: no angular speed
+        return gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, noise=noise, **kw)
     return gen(n_neurons=n_neurons, n_time=n_time, seed=seed0 + rep, angular_velocity_sd=speed,
                noise=noise, **kw)
 
@@ -142,12 +149,14 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
             n_iter: int, test_iter: int, pool, seed0: int, prior: str, speed: float,
             test_init: str = "decode", test_posterior: str = "variational",
             refit_kwargs: dict | None = None, max_inducing: int | None = None,
-            time_gaps: bool = True, noise: str = "poisson") -> dict:
+            time_gaps: bool = True, noise: str = "poisson", folds: int = 1) -> dict:
     """One repetition on one recording: a fresh recording, one fold per candidate. A candidate's
     split and seeds do not depend on the others, so candidates with different inducing-point
     counts (``max_inducing``) go through separate ``crossvalidate`` calls with the same scores
     as one call. ``noise``: the recording's observation noise, and every candidate's likelihood
-    (the generator's and mgplvm's names coincide)."""
+    (the generator's and mgplvm's names coincide). ``folds``: cross-validation folds per
+    repetition (a repetition's score is their mean; with two or more, each repetition gets its
+    own recommendation)."""
     data = make_recording(gen, kw, rep, n_neurons, n_time, seed0, speed, noise)
 
     def run_group(group: list[str], n_inducing: int | None):
@@ -157,7 +166,7 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
         if n_inducing is not None:
             model_kwargs["n_inducing"] = n_inducing
         return crossvalidate(
-            data.Y, group, n_splits=1, likelihood=noise, seed=seed0 + rep,
+            data.Y, group, n_splits=folds, likelihood=noise, seed=seed0 + rep,
             bin_size=data.bin_size, executor=pool, progress=False,
             fit_kwargs={"n_iter": n_iter, "n_mc": 4},
             test_fit_kwargs={"n_iter": test_iter, "n_mc": 4},
@@ -172,20 +181,22 @@ def run_one(gen, kw: dict, candidates: list[str], rep: int, n_neurons: int, n_ti
         results = [(group, calls.submit(run_group, group, k)) for k, group in groups.items()]
         results = [(group, fut.result()) for group, fut in results]
     out: dict = {"_failed": {}, "_seconds": {}, "_step_sd": {}, "_refit_step_sds": {},
-                 **{metric: {} for metric in (*SCORES, *DIAGNOSTICS)}}
+                 "_folds": {}, **{metric: {} for metric in (*SCORES, *DIAGNOSTICS)}}
     for group, cv in results:
         failed = {r["manifold"] for r in cv.failed}
         out["_failed"].update({m: m in failed for m in group})
-        for r in cv.records:
-            m = r["manifold"]
-            out["_seconds"][m] = float(r["seconds"])
-            out["train_elbo"][m] = float(r["train_elbo"])
+        for m in group:  # means over the repetition's folds
+            recs = [r for r in cv.records if r["manifold"] == m]
+            out["_seconds"][m] = float(sum(r["seconds"] for r in recs))
+            out["train_elbo"][m] = float(np.mean([r["train_elbo"] for r in recs]))
             # the learned step s.d. (mean over coordinates) and the refits' choices
-            out["_step_sd"][m] = float(np.mean(r.get("step_sd") or [np.nan]))
-            out["_refit_step_sds"][m] = r.get("refit_step_sds") or []
+            out["_step_sd"][m] = float(np.mean([np.mean(r.get("step_sd") or [np.nan])
+                                                for r in recs]))
+            out["_refit_step_sds"][m] = [v for r in recs for v in r.get("refit_step_sds") or []]
         for metric in SCORES:
             s = cv.scores(metric)
-            out[metric].update({m: float(s[m][0]) for m in group})
+            out[metric].update({m: float(np.mean(s[m])) for m in group})
+        out["_folds"].update({m: cv.scores("ll_per_datum")[m].tolist() for m in group})
     return out
 
 
@@ -244,12 +255,32 @@ def summarise(name: str, per_rep: list[dict], metric: str) -> dict:
     mat = np.stack([arr[m] for m in candidates])
     ok = np.isfinite(mat).all(0)
     wins = int((mat[:, ok].argmax(0) == candidates.index(truth)).sum())
+    recs = recommendations(candidates, per_rep)
     return {"name": name, "truth": truth, "candidates": candidates, "scores": arr,
-            "wins": wins, "valid": int(ok.sum()),
+            "wins": wins, "valid": int(ok.sum()), "recommendations": recs,
+            "recommended": sum(r == truth for r in recs),
             "failures": sum(r["_failed"][m] for r in per_rep for m in candidates),
             # compute per repetition: the tasks' own time, one thread each
             "task_seconds": float(np.mean([sum(r["_seconds"][m] for m in candidates)
                                            for r in per_rep]))}
+
+
+def recommendations(candidates: list[str], per_rep: list[dict]) -> list[str]:
+    """:meth:`mgplvm.CVResult.recommend` (ll_per_datum) of each repetition, from its folds
+    (``"undecided: A/B"`` when the rule cannot decide); with one fold per repetition, one
+    recommendation from the repetitions taken as folds (repeated per repetition)."""
+    def rec_of(fold_scores: dict[str, list[float]]) -> str:
+        n = len(next(iter(fold_scores.values())))
+        records = [{"manifold": m, "fold": k, "status": "ok" if np.isfinite(v) else "failed",
+                    "ll_per_datum": v}
+                   for m in candidates for k, v in enumerate(fold_scores[m])]
+        rec = CVResult(records=records, manifolds=list(candidates), n_splits=n).recommend()
+        return rec.choice if rec.choice else "undecided: " + "/".join(rec.simplest)
+
+    if len(per_rep[0]["_folds"][candidates[0]]) >= 2:
+        return [rec_of({m: r["_folds"][m] for m in candidates}) for r in per_rep]
+    pooled = {m: [r["_folds"][m][0] for r in per_rep] for m in candidates}
+    return [rec_of(pooled)] * len(per_rep)
 
 
 def antipodal_revisits(quaternions: np.ndarray, angle_deg: float) -> float:
@@ -303,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-iters", type=int, default=TEST_ITERS,
                    help=f"iterations of each latent-only fit at the test bins, from the decoded "
                         f"start ({TEST_ITERS})")
+    p.add_argument("--folds", type=int, default=1,
+                   help="cross-validation folds per repetition (1; with 2 or more each "
+                        "repetition gets its own recommendation, else one recommendation "
+                        "takes the repetitions as folds)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first-rep", type=int, default=0,
@@ -352,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                         "lifted to S³ revisits the antipode of a bin's point, so that an S³ "
                         "model must learn an SO(3) field twice (docs/crossval.md)")
     a = p.parse_args(argv)
+    if a.folds < 1:
+        p.error(f"--folds must be >= 1, got {a.folds}")
     if a.max_inducing < 0:
         p.error(f"--max-inducing must be >= 0 (0: no cap), got {a.max_inducing}")
     max_inducing = a.max_inducing or None
@@ -387,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     special = ", ".join(f"{k}: {v}" for k, v in bins.items() if v != n_time and k in names)
     first = f" ({reps_run.start}-{reps_run.stop - 1})" if a.first_rep else ""
-    print(f"{reps} repetitions{first} x 1 fold; {n_neurons} neurons x {n_time} bins"
+    print(f"{reps} repetitions{first} x {a.folds} fold(s); {n_neurons} neurons x {n_time} bins"
           f"{f' ({special})' if special else ''} (25 ms, {NOISES[a.noise]}); "
           f"{n_iter} training"
           + (f" / {test_iter} test" if a.test_posterior == "variational" else "")
@@ -415,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             (key, r): driver.submit(run_one, key[0], dict(key[1]), cands, r, n_neurons, key[2],
                                     n_iter, test_iter, pool, a.seed, a.prior, a.speed,
                                     a.test_init, a.test_posterior, refit, max_inducing,
-                                    not a.no_time_gaps, a.noise)
+                                    not a.no_time_gaps, a.noise, a.folds)
             for key, cands in shared.items() for r in reps_run
         }
         rows = []
@@ -438,6 +475,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"  |  failed fits {res['failures']}  |  {res['task_seconds']:.0f} s of "
                       f"fits per repetition ({time.perf_counter() - t0:.0f} s elapsed)",
                       flush=True)
+                if metric == "ll_per_datum":
+                    how = ("per repetition" if a.folds >= 2
+                           else "one, from the repetitions taken as folds")
+                    print(f"{name:<9} recommendation ({how}): {res['truth']} in "
+                          f"{res['recommended']}/{len(per_rep)}  |  "
+                          + ", ".join(f"{k} x{res['recommendations'].count(k)}"
+                                      for k in dict.fromkeys(res["recommendations"])),
+                          flush=True)
                 for r, rec in zip(reps_run, per_rep, strict=True):
                     print(f"    rep {r:2d}: " + "  ".join(
                         f"{m} {rec[metric][m]:{fmt}}" for m in res["candidates"]), flush=True)
@@ -458,8 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t0
     fit_time = sum(sum(f.result()["_seconds"].values()) for f in futures.values())
     target = sum(r["wins"] >= 0.9 * r["valid"] and r["valid"] == reps for r in rows)
+    advised = sum(r["recommended"] >= 0.9 * reps for r in rows)
     print(f"\ncomparisons where the true manifold won >= 90% of repetitions (ll_per_datum): "
-          f"{target}/{len(rows)}; total {total / 60:.1f} min on {workers} process(es) "
+          f"{target}/{len(rows)}; recommended in >= 90%: {advised}/{len(rows)}; "
+          f"total {total / 60:.1f} min on {workers} process(es) "
           f"({fit_time / 60:.1f} min of fits, each fit counted once)")
     return 0
 

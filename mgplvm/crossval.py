@@ -37,7 +37,8 @@ import numpy as np
 
 from mgplvm._atomic import atomic_write_text
 
-__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS", "TEST_INITS", "TEST_POSTERIORS"]
+__all__ = ["CVResult", "crossvalidate", "make_splits", "METRICS", "TEST_INITS", "TEST_POSTERIORS",
+           "sign_flip_pvalue"]
 
 #: metric name -> True when larger is better
 METRICS = {"ll_per_datum": True, "pred_ll_per_datum": True, "mse": False, "var_explained": True}
@@ -137,6 +138,15 @@ class CVResult:
             raise RuntimeError("every fold failed: no winner; see CVResult.failed")
         return max(valid, key=valid.get)
 
+    def recommend(self, metric: str = "ll_per_datum", n_se: float = 1.0):
+        """The manifold to believe, with its grounds: the simplest candidate within ``n_se``
+        paired standard errors of the best, or *undecided* when such candidates do not contain
+        one another (:func:`mgplvm.recommend.recommend`; a
+        :class:`~mgplvm.recommend.Recommendation`)."""
+        from mgplvm.recommend import recommend
+
+        return recommend(self, metric, n_se)
+
     def win_counts(self, metric: str = "ll_per_datum") -> dict[str, int]:
         """How many folds each manifold wins (folds where any manifold failed are skipped)."""
         s = self.scores(metric)
@@ -148,8 +158,11 @@ class CVResult:
     def paired_differences(self, metric: str = "ll_per_datum") -> dict[str, dict[str, float]]:
         """Each manifold minus the winner, fold by fold: mean ± s.e.m. and paired tests.
 
-        Reports a paired t-test and a Wilcoxon signed-rank test (two-sided) over folds where both
-        succeeded.
+        Over folds where both succeeded: ``mean``, ``sem``, ``n`` and three two-sided tests of a
+        zero mean difference — ``signflip_pvalue`` (the exact sign-flip permutation test,
+        :func:`sign_flip_pvalue`: no normality assumed; with ``n`` folds no p-value can be
+        below ``2^(1-n)``, so 2 folds can never separate two candidates), ``t_pvalue`` (paired
+        t-test) and ``wilcoxon_pvalue``.
         """
         from scipy import stats
 
@@ -164,21 +177,25 @@ class CVResult:
             if m != best and len(d) > 1 and np.any(d != 0):
                 row["t_pvalue"] = float(stats.ttest_rel(s[m][ok], s[best][ok]).pvalue)
                 row["wilcoxon_pvalue"] = float(stats.wilcoxon(d).pvalue)
+                row["signflip_pvalue"] = sign_flip_pvalue(d)
             else:
                 row["t_pvalue"] = row["wilcoxon_pvalue"] = float("nan")
+                row["signflip_pvalue"] = float("nan")
             out[m] = row
         return out
 
     def within_noise(self, metric: str = "ll_per_datum", alpha: float = 0.05) -> list[str]:
         """Manifolds other than the winner whose paired difference to it is not significant
-        (two-sided paired t-test over folds, ``p ≥ alpha``): candidates the data do not rank
-        below the winner. Empty if every other manifold is significantly worse, or if there are
-        fewer than two folds (no test)."""
+        (two-sided exact sign-flip test over folds, ``p ≥ alpha``): candidates the data do not
+        rank below the winner. With too few folds for any p-value below ``alpha`` (fewer than
+        6 at 0.05) every other candidate is listed; empty with fewer than two folds (no
+        test)."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
         best = self.winner(metric)
         return [m for m, d in self.paired_differences(metric).items()
-                if m != best and np.isfinite(d["t_pvalue"]) and d["t_pvalue"] >= alpha]
+                if m != best and np.isfinite(d["signflip_pvalue"])
+                and d["signflip_pvalue"] >= alpha]
 
     # --- export
     def to_dataframe(self):
@@ -199,24 +216,28 @@ class CVResult:
         best = self.winner(metric)
         lines = [
             f"{'manifold':<10} {metric + ' (mean ± sem)':>26} {'Δ vs best':>20} "
-            f"{'p (paired t)':>12} {'wins':>5} {'failed':>6}"
+            f"{'p (sign-flip)':>13} {'wins':>5} {'failed':>6}"
         ]
         for m in self.manifolds:
             s, d = summ[m], diff[m]
             mark = " *" if m == best else ""
             lines.append(
                 f"{m + mark:<10} {s['mean']:>16.4f} ± {s['sem']:<7.4f} "
-                f"{d['mean']:>11.4f} ± {d['sem']:<6.4f} {d['t_pvalue']:>12.3g} "
+                f"{d['mean']:>11.4f} ± {d['sem']:<6.4f} {d['signflip_pvalue']:>13.3g} "
                 f"{wins[m]:>5d} {n_failed[m]:>6d}"
             )
         better = "higher" if METRICS[metric] else "lower"
-        lines.append(f"(* winner; {better} is better; {self.n_splits} folds)")
+        lines.append(f"(* best mean; {better} is better; {self.n_splits} folds)")
+        lines.append("recommendation: " + self.recommend(metric).headline())
         n_paired = max((d["n"] for m, d in diff.items() if m != best), default=0)
         if n_paired < 2:
             lines.append("fewer than two folds in common: no paired test, the ranking is one "
                          "fold's")
+        elif 2.0 ** (1 - n_paired) >= 0.05:
+            lines.append(f"{n_paired} folds: too few for any test at 5% (the smallest possible "
+                         f"sign-flip p is {2.0 ** (1 - n_paired):.3g}; 6 or more folds are needed)")
         elif tie := self.within_noise(metric):
-            lines.append(f"not distinguishable from {best} (paired t-test p >= 0.05): "
+            lines.append(f"not distinguishable from {best} (sign-flip test p >= 0.05): "
                          + ", ".join(tie))
         return "\n".join(lines)
 
@@ -276,6 +297,27 @@ class CVResult:
         ax.legend(frameon=False)
         ax.figure.tight_layout()
         return ax.figure
+
+
+def sign_flip_pvalue(d: np.ndarray, n_draws: int = 100_000, seed: int = 0) -> float:
+    """Two-sided p-value of the sign-flip (paired permutation) test that the paired differences
+    ``d`` have mean zero (:func:`scipy.stats.permutation_test`, exact over all ``2^n`` sign
+    patterns up to n = 16 folds, else ``n_draws`` random ones). Assumes only that each
+    difference is symmetric about zero under the null hypothesis; with n folds no p-value is
+    below ``2^(1-n)``."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan")
+    kw = {"permutation_type": "samples", "vectorized": True, "alternative": "two-sided",
+          "n_resamples": np.inf if len(d) <= 16 else n_draws}
+    try:
+        res = stats.permutation_test((d,), np.mean, rng=seed, **kw)
+    except TypeError:  # scipy < 1.15 names the seed random_state
+        res = stats.permutation_test((d,), np.mean, random_state=seed, **kw)
+    return float(min(res.pvalue, 1.0))
 
 
 def _json_default(o: Any):

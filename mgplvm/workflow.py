@@ -357,8 +357,9 @@ def run_crossval(rec, manifolds: list[str], n_splits: int, *, seed: int = 0,
     )
 
 
-def report_crossval(report, cv, out: Path) -> None:
-    """Write ``cv.txt``, ``cv.csv``, ``cv.h5`` and add the table and plot to ``report``."""
+def report_crossval(report, cv, out: Path, scope: str | None = None) -> None:
+    """Write ``cv.txt``, ``cv.csv``, ``cv.h5`` and add the recommendation, table and plot to
+    ``report``; ``scope`` says which data were cross-validated (shown with the recommendation)."""
     table = cv.table()
     (out / "cv.txt").write_text(table + "\n")
     _write_csv(out / "cv.csv", cv)
@@ -371,17 +372,29 @@ def report_crossval(report, cv, out: Path) -> None:
                "folds": summ[m]["n"], "wins": cv.win_counts().get(m, 0)}
         d = diffs.get(m, {})
         row["difference to best"] = d.get("mean", 0.0)
+        row["p (sign-flip, vs best)"] = d.get("signflip_pvalue", float("nan"))
         rows.append(row)
+    report.add_text("Recommended manifold", _recommendation_text(cv, scope))
     report.add_table("Cross-validation (held-out neurons x held-out time bins)", rows)
     report.add_figure(
         "crossval", cv.plot(), "Manifold comparison",
         "Held-out log-likelihood per datum (higher is better); each line is one fold. "
-        f"Winner: {cv.winner()}.",
+        f"Best mean: {cv.winner()}.",
     )
     if cv.failed:
         report.add_text("Failed folds", "\n".join(
             f"{r['manifold']} fold {r['fold']}: {r['error']}" for r in cv.failed),
             preformatted=True)
+
+
+def _recommendation_text(cv, scope: str | None = None) -> str:
+    """The recommendation's headline and the rule behind it, for reports."""
+    rec = cv.recommend()
+    data = f" Data: {scope}; {cv.n_splits} folds." if scope else f" {cv.n_splits} folds."
+    return (f"Recommended manifold: {rec.headline()}.{data} Rule: the simplest candidate whose "
+            "held-out score is within one paired standard error of the best mean, where a "
+            "candidate that contains another (R² contains a ring, S³ a torus) counts as less "
+            "simple; undecided when such candidates do not contain one another.")
 
 
 def _write_csv(path: Path, cv) -> None:
@@ -460,7 +473,10 @@ def run_demo(out: str | Path = "mgplvm_report", *, file: str | Path = BUNDLED,
     cv = run_crossval(cv_rec, manifolds, settings["cv_splits"], seed=seed,
                       n_iter=settings["cv_iter"], test_iter=settings["cv_test_iter"],
                       n_workers=n_workers, progress=progress)
-    report_crossval(report, cv, out)
+    scope = (f"the first {cv_rec.n_time} bins ({cv_rec.n_time * cv_rec.bin_size:g} s) of "
+             f"{rec.n_time} ({rec.n_time * rec.bin_size:g} s)")
+    report_crossval(report, cv, out, scope=scope)
+    log(f"cross-validation on {scope}:")
     log(cv.table())
     seconds = time.perf_counter() - start
     report.add_text(
@@ -471,7 +487,8 @@ def run_demo(out: str | Path = "mgplvm_report", *, file: str | Path = BUNDLED,
     )
     index = report.write()
     atomic_write_text(out / "summary.json", json_text(
-        {"fit": summary, "cv_winner": cv.winner(), "cv": cv.summary(), "seconds": seconds}))
+        {"fit": summary, "cv_winner": cv.winner(), "cv_recommendation": cv.recommend().choice,
+         "cv": cv.summary(), "seconds": seconds}))
     log(f"report: {index} ({seconds:.0f} s)")
     return DemoResult(index=index, fit=summary, cv=cv, seconds=seconds, settings=settings)
 
@@ -586,7 +603,8 @@ def cmd_crossval(args) -> int:
         raise CLIError(f"every fold failed ({len(cv.records)}); the first: "
                        f"{' '.join(str(cv.failed[0]['error']).split())}")
     report = Report(out, title=f"mgplvm crossval: {Path(args.file).name}")
-    report_crossval(report, cv, out)
+    report_crossval(report, cv, out, scope=f"{Path(args.file).name}, {rec.n_neurons} neurons x "
+                    f"{rec.n_time} bins ({rec.n_time * rec.bin_size:g} s)")
     index = report.write()
     print(cv.table())
     print(f"table: {out / 'cv.txt'}  plot: {out / 'crossval.png'}  report: {index}")

@@ -450,20 +450,24 @@ def _result_from_scores(scores: dict[str, list[float]]) -> CVResult:
 
 def test_table_names_the_candidates_within_noise_of_the_winner():
     """A consistent paired difference is significant even when it is small against the spread
-    across folds; a difference that changes sign from fold to fold is not."""
-    base = np.array([-0.30, -0.25, -0.28, -0.32, -0.27])
-    tie = np.array([0.002, -0.001, 0.001, -0.002, -0.0015])  # mean -0.0003, changes sign
+    across folds; a difference that changes sign from fold to fold is not (exact sign-flip
+    test, checked against scipy's paired t-test's verdicts); too few folds are said so."""
+    from mgplvm.crossval import sign_flip_pvalue
+
+    base = np.array([-0.30, -0.25, -0.28, -0.32, -0.27, -0.29, -0.26, -0.31])
+    tie = np.array([0.002, -0.001, 0.001, -0.002, -0.0015, 0.0012, -0.0008, 0.0005])
     res = _result_from_scores({
         "T2": list(base),
         "S3": list(base + tie),
-        "SO3": list(base - 0.004 + np.array([0.0, 0.001, -0.001, 0.0005, -0.0005])),
+        "SO3": list(base - 0.004 + 0.001 * np.array([0, 1, -1, 0.5, -0.5, 0.2, -0.2, 0.1])),
     })
     from scipy import stats
     assert res.winner() == "T2"
-    p_tie = stats.ttest_rel(base + tie, base).pvalue
-    assert p_tie > 0.5 and stats.ttest_rel(res.scores()["SO3"], base).pvalue < 1e-3
+    p_tie = sign_flip_pvalue(tie)
+    assert p_tie > 0.5 and stats.ttest_rel(base + tie, base).pvalue > 0.5
+    assert res.paired_differences()["SO3"]["signflip_pvalue"] == pytest.approx(2 / 2**8)
     assert res.within_noise() == ["S3"]
-    assert "not distinguishable from T2 (paired t-test p >= 0.05): S3" in res.table()
+    assert "not distinguishable from T2 (sign-flip test p >= 0.05): S3" in res.table()
     assert res.within_noise(alpha=(1 + p_tie) / 2) == []
     with pytest.raises(ValueError, match="alpha"):
         res.within_noise(alpha=1.5)
@@ -471,6 +475,9 @@ def test_table_names_the_candidates_within_noise_of_the_winner():
     assert separated.within_noise() == [] and "not distinguishable" not in separated.table()
     one = _result_from_scores({"T2": [-0.3], "R2": [-0.31]})
     assert one.within_noise() == [] and "no paired test" in one.table()
+    two = _result_from_scores({"T2": [-0.3, -0.2], "R2": [-0.31, -0.21]})
+    assert "too few for any test" in two.table()
+    assert two.paired_differences()["R2"]["signflip_pvalue"] == 0.5
 
 
 def test_unguarded_script_gets_a_hint_not_a_silent_failure(tmp_path):
