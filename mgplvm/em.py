@@ -55,7 +55,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mgplvm._interrupts import deferred_interrupts, end_of_iteration, interruptible
-from mgplvm.fitting import FitResult
+from mgplvm.fitting import FitResult, _snapshot, load_checkpoint
 from mgplvm.grid import GridPosterior, forward_backward, transition_matrices
 from mgplvm.latents import BrownianPrior
 from mgplvm.model import MGPLVM, _plain_state, atomic_torch_save
@@ -329,10 +329,6 @@ def _push(gamma: np.ndarray, phi: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- the fit
-def _snapshot(model: MGPLVM) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 @interruptible
 def fit_em(
     model: MGPLVM,
@@ -401,12 +397,7 @@ def fit_em(
 
     ckpt = None
     if resume is not None:
-        ckpt = torch.load(resume, map_location=model.device, weights_only=True)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{resume} is not an mgplvm EM checkpoint")
-        if ckpt["model_config"] != model.config():
-            raise ValueError("the checkpoint was written for a different model configuration")
-        model.load_state_dict(ckpt["model_state"])
+        ckpt = load_checkpoint(resume, model, CHECKPOINT_FORMAT, "EM")
     else:
         with model._validated():
             if train == "all" and not bool(model.initialized):

@@ -282,20 +282,11 @@ def fit(
 
     ckpt = None
     if resume is not None:
-        ckpt = torch.load(resume, map_location=model.device, weights_only=True)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{resume} is not an mgplvm fit checkpoint")
-        saved_model_cfg = ckpt["model_config"]
-        if saved_model_cfg != model.config():
-            raise ValueError(
-                "the checkpoint was written for a different model configuration: "
-                f"{_diff(saved_model_cfg, model.config())}"
-            )
+        ckpt = load_checkpoint(resume, model, CHECKPOINT_FORMAT, "fit")
         diffs = {k: (ckpt["config"].get(k), config[k]) for k in _FIT_KEYS
                  if ckpt["config"].get(k) != config[k]}
         if diffs:
             warnings.warn(f"resuming with different fit settings: {diffs}", stacklevel=2)
-        model.load_state_dict(ckpt["model_state"])
     else:
         if seed is not None:
             pyro.set_rng_seed(seed)
@@ -617,6 +608,19 @@ def _int_steps(opt, state: dict[str, Any]) -> None:
         step = saved[key].get("step") if isinstance(saved[key], dict) else None
         if isinstance(step, int) and isinstance(value, dict) and "step" in value:
             value["step"] = step
+
+
+def load_checkpoint(path: str | Path, model: MGPLVM, fmt: str, what: str) -> dict[str, Any]:
+    """Read a checkpoint of format ``fmt`` (a ``what`` checkpoint: "fit", "EM"), check that it
+    was written for ``model``'s configuration and load its parameters into ``model``."""
+    ckpt = torch.load(path, map_location=model.device, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise ValueError(f"{path} is not an mgplvm {what} checkpoint")
+    if ckpt["model_config"] != model.config():
+        raise ValueError("the checkpoint was written for a different model configuration: "
+                         f"{_diff(ckpt['model_config'], model.config())}")
+    model.load_state_dict(ckpt["model_state"])
+    return ckpt
 
 
 def _snapshot(model: MGPLVM) -> dict[str, torch.Tensor]:

@@ -321,6 +321,16 @@ def json_text(obj: Any) -> str:
     return json.dumps(clean(obj), indent=1, allow_nan=False, default=float)
 
 
+def _write_report(report, out: Path, summary: dict[str, Any]) -> Path:
+    """Write the report and ``out/summary.json`` (strict JSON, printed too) -> the report's
+    index.html."""
+    index = report.write()
+    text = json_text(summary)
+    atomic_write_text(out / "summary.json", text)
+    print(text)
+    return index
+
+
 def _save_fit(out: Path, model, result) -> None:
     import h5py
 
@@ -553,10 +563,7 @@ def cmd_fit(args) -> int:
         summary["refit_step_sds"] = result.config["refit"]["step_sds"]
     _save_fit(out, model, result)
     report.add_table("Fit", [summary])
-    index = report.write()
-    text = json_text(summary)
-    atomic_write_text(out / "summary.json", text)
-    print(text)
+    index = _write_report(report, out, summary)
     print(f"model: {out / 'model.pt'}  latents: {out / 'latents.h5'}  report: {index}")
     return 0
 
@@ -672,10 +679,7 @@ def cmd_decode(args) -> int:
                           f"Posterior mean with its {100 * args.level:g}% band"
                           + (" (aligned to the tracked angle by the ring's symmetries)"
                              if tracked is not None else "") + ".")
-    index = report.write()
-    text = json_text(summary)
-    atomic_write_text(out / "summary.json", text)
-    print(text)
+    index = _write_report(report, out, summary)
     print(f"latents: {out / 'decoded.h5'}  report: {index}")
     return 0
 
